@@ -1,0 +1,1 @@
+"""Thin experiment modules: `python -m experiments.NAME --out DIR [--quick]`."""

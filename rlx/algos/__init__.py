@@ -1,0 +1,1 @@
+"""Trainers, each `make_train(config) -> Trainer` (call it as `train(key)`)."""

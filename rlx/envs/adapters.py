@@ -1,0 +1,100 @@
+"""Adapters from Brax and gymnax environments to `rlx.envs.Env`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rlx.envs.base import ActionSpec, Env
+
+
+def _where_tree(cond: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+class BraxEnv(Env):
+    """A Brax environment (`brax.envs.get_environment`) with a time limit.
+
+    On a finished episode the next one starts from a fresh `reset` with a new key
+    (`fresh_reset=True`, each episode a new random start, e.g. a new reacher
+    target) or, like Brax's own `AutoResetWrapper`, from the environment's first
+    start state (`fresh_reset=False`, cheaper: no reset computed per step).
+    """
+
+    def __init__(self, name: str, backend: str = "spring", episode_length: int = 1000,
+                 fresh_reset: bool = True, **kwargs: Any):
+        import brax.envs  # local: importing brax costs seconds
+
+        self.name = name
+        self.backend = backend
+        self._env = brax.envs.get_environment(name, backend=backend, **kwargs)
+        self.obs_shape = (int(self._env.observation_size),)
+        self.action_spec = ActionSpec(discrete=False, size=int(self._env.action_size))
+        self.max_episode_steps = int(episode_length)
+        self.fresh_reset = fresh_reset
+
+    @property
+    def brax_env(self):
+        return self._env
+
+    def _reset(self, key):
+        s = self._env.reset(key)
+        if not self.fresh_reset:
+            s = s.replace(info={**s.info, "first_state": (s.pipeline_state, s.obs)})
+        return s, s.obs.astype(jnp.float32)
+
+    def _step(self, key, inner, action, time):
+        s = self._env.step(inner, action)
+        terminated = s.done > 0.5
+        truncated = time >= self.max_episode_steps
+        done = jnp.logical_or(terminated, truncated)
+        final_obs = s.obs.astype(jnp.float32)
+        if self.fresh_reset:
+            r = self._env.reset(key)
+            s_next = _where_tree(done, r, s)
+        else:
+            first_ps, first_obs = s.info["first_state"]
+            s_next = s.replace(pipeline_state=_where_tree(done, first_ps, s.pipeline_state),
+                               obs=jnp.where(done, first_obs, s.obs))
+        s_next = s_next.replace(done=jnp.zeros_like(s.done))
+        return s_next, s_next.obs.astype(jnp.float32), s.reward, terminated, final_obs, truncated
+
+
+class GymnaxEnv(Env):
+    """A gymnax environment (classic control, MinAtar, bsuite, ...).
+
+    gymnax's own `step` auto-resets with a fresh key and reports `terminated`
+    and `truncated` separately; its time limit is `params.max_steps_in_episode`.
+    """
+
+    def __init__(self, name: str, **param_overrides: Any):
+        import gymnax
+
+        self.name = name
+        self._env, params = gymnax.make(name)
+        if param_overrides:
+            params = params.replace(**param_overrides)
+        self.params = params
+        space = self._env.action_space(params)
+        obs_space = self._env.observation_space(params)
+        self.obs_shape = tuple(int(d) for d in obs_space.shape)
+        if hasattr(space, "n"):
+            self.action_spec = ActionSpec(discrete=True, size=int(space.n))
+        else:
+            self.action_spec = ActionSpec(discrete=False, size=int(space.shape[0]))
+            self._low = jnp.asarray(space.low, jnp.float32)
+            self._high = jnp.asarray(space.high, jnp.float32)
+        self.max_episode_steps = int(getattr(params, "max_steps_in_episode", 1000))
+
+    def _reset(self, key):
+        obs, s = self._env.reset(key, self.params)
+        return s, obs.astype(jnp.float32)
+
+    def _step(self, key, inner, action, time):
+        if not self.action_spec.discrete:  # rlx actions live in [-1, 1]
+            action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
+        obs, s, reward, terminated, truncated, info = self._env.step(key, inner, action, self.params)
+        return (s, obs.astype(jnp.float32), reward, terminated,
+                info["final_observation"].astype(jnp.float32), truncated)

@@ -1,0 +1,71 @@
+"""Flax actor-critic networks: MLP torsos and policy heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": nn.tanh, "relu": nn.relu, "swish": nn.swish, "silu": nn.silu, "elu": nn.elu,
+}
+
+
+def _ortho(scale: float):
+    return nn.initializers.orthogonal(scale)
+
+
+class MLP(nn.Module):
+    """Dense layers with orthogonal init (gain sqrt(2) hidden, `out_scale` last)."""
+
+    layers: Sequence[int]
+    out_dim: int
+    activation: str = "tanh"
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = ACTIVATIONS[self.activation]
+        for width in self.layers:
+            x = act(nn.Dense(width, kernel_init=_ortho(np.sqrt(2)),
+                             bias_init=nn.initializers.zeros)(x))
+        return nn.Dense(self.out_dim, kernel_init=_ortho(self.out_scale),
+                        bias_init=nn.initializers.zeros)(x)
+
+
+class ActorCritic(nn.Module):
+    """Separate policy and value MLPs (no shared parameters).
+
+    Returns (distribution parameters, value). For `gaussian` the log-std is a
+    learned, state-independent vector (the PPO paper's MuJoCo policy); for
+    `tanh_gaussian` the network outputs loc and a raw scale per state (Brax);
+    for `categorical` it outputs logits. The policy's last layer is initialised
+    with gain 0.01 and the value's with 1 (orthogonal init as in OpenAI baselines).
+    Observations of any shape are flattened.
+    """
+
+    action_size: int
+    head: str
+    policy_layers: Sequence[int] = (64, 64)
+    value_layers: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    init_log_std: float = 0.0
+    obs_ndim: int = 1  # rank of one observation (3 for MinAtar's H x W x C)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
+        value = MLP(self.value_layers, 1, self.activation, 1.0, name="value")(x)[..., 0]
+        if self.head == "gaussian":
+            loc = MLP(self.policy_layers, self.action_size, self.activation, 0.01, name="policy")(x)
+            log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),
+                                 (self.action_size,))
+            dist = jnp.concatenate([loc, jnp.broadcast_to(log_std, loc.shape)], axis=-1)
+        else:
+            out = self.action_size if self.head == "categorical" else 2 * self.action_size
+            dist = MLP(self.policy_layers, out, self.activation, 0.01, name="policy")(x)
+        return dist, value

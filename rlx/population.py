@@ -1,0 +1,105 @@
+"""The population axis: seeds, hyper-parameter sweeps, ES members and EPG tasks.
+
+A population is a pytree whose leaves share a leading axis. On one device it is
+`vmap`ped; over several it is laid out with `NamedSharding(mesh, P(axis))` and
+`jit` partitions the vmapped program (XLA turns reductions over members into one
+all-reduce). Nothing here knows what a member is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "pop"
+
+
+def configure_cpu_devices(count: int | None = None) -> None:
+    """Expose one XLA host device per CPU core (call before JAX starts its backend).
+
+    On CPU one XLA device uses about one core, so entry points call this to use
+    every core through the device mesh. An `--xla_force_host_platform_device_count`
+    already in `XLA_FLAGS` (set by the user) wins; `RLX_CPU_DEVICES` overrides the
+    count. Has no effect on GPU/TPU backends.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    if count is None:
+        count = int(os.environ.get("RLX_CPU_DEVICES", os.cpu_count() or 1))
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
+def host_device_count_flag() -> int | None:
+    m = re.search(r"xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    return int(m.group(1)) if m else None
+
+
+def make_mesh(num_devices: int | None = None, axis: str = AXIS,
+              devices: list | None = None) -> Mesh:
+    """A 1-D mesh over the first `num_devices` devices (all, across hosts, by default)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if num_devices is not None:
+        if num_devices > len(devices):
+            raise ValueError(f"asked for {num_devices} devices but only {len(devices)} exist "
+                             f"({jax.default_backend()}); on CPU set XLA_FLAGS="
+                             f"--xla_force_host_platform_device_count={num_devices}")
+        devices = devices[:num_devices]
+    return Mesh(np.array(devices), (axis,))
+
+
+def check_divisible(size: int, mesh: Mesh, what: str = "population") -> None:
+    """Raise `ValueError` unless `size` splits evenly over the mesh's devices."""
+    n = mesh.devices.size
+    if size % n:
+        raise ValueError(f"{what} size {size} is not divisible by the {n} devices of the mesh; "
+                         f"use a multiple of {n} or fewer devices")
+
+
+def sharding(mesh: Mesh, axis: str | None = AXIS) -> NamedSharding:
+    return NamedSharding(mesh, P(axis))
+
+
+def shard(tree: Any, mesh: Mesh, axis: str = AXIS) -> Any:
+    """Place every leaf's leading (population) axis over the mesh; replicate scalars."""
+    def place(x):
+        x = jax.numpy.asarray(x) if not isinstance(x, jax.Array) else x
+        spec = P(axis) if x.ndim >= 1 else P()
+        return jax.device_put(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, tree)
+
+
+def size(tree: Any) -> int:
+    """The population size: the common leading dimension of the leaves."""
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(tree)}
+    if len(sizes) != 1:
+        raise ValueError(f"population leaves disagree on their leading size: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def pmap_population(fn: Callable, mesh: Mesh | None = None, axis: str = AXIS,
+                    donate: bool = False) -> Callable:
+    """`jit(vmap(fn))` whose inputs and outputs are sharded over `mesh` on their leading axis.
+
+    Each device computes its own members; only what `fn`'s outputs need crosses
+    devices. Inputs must be placed with `shard` (or are placed on call). With no
+    mesh this is plain `jit(vmap(fn))`.
+    """
+    vfn = jax.vmap(fn)
+    if mesh is None:
+        return jax.jit(vfn, donate_argnums=0 if donate else ())
+    s = sharding(mesh, axis)
+    jitted = jax.jit(vfn, out_shardings=s, donate_argnums=0 if donate else ())
+
+    def call(*args):
+        check_divisible(size(args), mesh)
+        return jitted(*shard(args, mesh, axis))
+
+    call.jitted = jitted  # type: ignore[attr-defined]
+    return call

@@ -1,0 +1,253 @@
+"""Run a `Trainer` for a population of members: sharded, checkpointed, resumable.
+
+`run(trainer, keys, out_dir)` vmaps the trainer over the members (seeds and/or
+hyper-parameters), shards them over the device mesh, and runs one compiled chunk
+(`updates_per_eval` updates + an evaluation) at a time. After every chunk the
+state is checked for NaN/inf and saved with orbax; calling `run` again with the
+same `out_dir` resumes from the last checkpoint and ends with the same
+parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlx import population
+from rlx.training import Trainer
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced NaN/inf; the message names the update, the checkpoint is kept."""
+
+
+# ---- progress: trainers call `on_update` through jax.debug.callback ----------------------
+
+class _Progress:
+    def __init__(self):
+        self.bar = None
+        self.last = 0
+        self.first_update_time: float | None = None
+
+    def __call__(self, update: Any, episode_return: Any) -> None:
+        u = int(np.max(np.asarray(update)))
+        if self.first_update_time is None:
+            self.first_update_time = time.time()
+        if self.bar is not None and u > self.last:
+            self.bar.update(u - self.last)
+            r = np.asarray(episode_return)
+            if np.isfinite(r).any():
+                self.bar.set_postfix(train_return=f"{np.nanmean(r):.2f}", refresh=False)
+            self.last = u
+
+
+PROGRESS = _Progress()
+
+
+def on_update(update: Any, episode_return: Any) -> None:
+    """Host-side hook for `make_train(..., on_update=rlx.runner.on_update)`."""
+    PROGRESS(update, episode_return)
+
+
+# ---- results -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RunResult:
+    """Final state and metric history of a population run.
+
+    `train[name]` is `[updates, members]`, `eval[name]` is `[evals, members]`;
+    `eval_steps[i]` is the env steps per member at evaluation i and
+    `eval_times[i]` its host time (seconds since the run started).
+    """
+
+    state: Any
+    train: dict[str, np.ndarray]
+    eval: dict[str, np.ndarray]
+    eval_steps: list[int]
+    eval_times: list[float]
+    wall_s: float
+    compile_s: float | None
+    resumed_from: int | None
+    devices: int
+    steps_per_update: int
+
+
+def params_digest(tree: Any) -> str:
+    """A short SHA-256 of every leaf's bytes (dtype and shape included)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.asarray(jax.device_get(leaf))
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _all_finite(tree: Any) -> bool:
+    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+def choose_mesh(members: int, devices: int | None = None) -> Any:
+    """A mesh for `members`: `devices` if given (must divide), else the most devices that divide."""
+    avail = len(jax.devices())
+    if devices is not None:
+        mesh = population.make_mesh(devices)
+        population.check_divisible(members, mesh)
+        return mesh
+    n = max(d for d in range(1, avail + 1) if members % d == 0)
+    return population.make_mesh(n)
+
+
+def broadcast_hparams(hparams: Any, members: int) -> Any:
+    """Tile unbatched hyper-parameters to `[members]`; check batched ones."""
+    leaves = jax.tree.leaves(hparams)
+    if all(np.ndim(x) == 0 for x in leaves):
+        return jax.tree.map(lambda x: jnp.full((members,), x, jnp.asarray(x).dtype), hparams)
+    sizes = {np.shape(x)[0] for x in leaves}
+    if sizes != {members}:
+        raise ValueError(f"batched hyper-parameters have leading sizes {sorted(sizes)}, "
+                         f"expected {members} (one per member)")
+    return hparams
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+def _manager(directory: Path):
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(
+        directory.absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+        item_names=("state", "history"))
+
+
+def _save(mngr, step: int, state: Any, history: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            history=ocp.args.JsonSave(history)))
+    mngr.wait_until_finished()
+
+
+def _restore(mngr, step: int, like: Any) -> tuple[Any, dict]:
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                     history=ocp.args.JsonRestore()))
+    return out.state, out.history
+
+
+def _to_lists(metrics: dict) -> dict:
+    """Member-major device arrays `[members, ...]` -> time-major lists `[time, members]`."""
+    out = {}
+    for k, v in metrics.items():
+        a = np.asarray(jax.device_get(v), np.float64)
+        out[k] = (a.T if a.ndim == 2 else a[None]).tolist()
+    return out
+
+
+def _stack(chunks: list[dict]) -> dict[str, np.ndarray]:
+    if not chunks:
+        return {}
+    return {k: np.concatenate([np.asarray(c[k], np.float64).reshape(-1, np.shape(c[k])[-1])
+                               for c in chunks]) for k in chunks[0]}
+
+
+def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = None, *,
+        hparams: Any = None, devices: int | None = None, checkpoint: bool = True,
+        progress: bool = True, stop_after_chunks: int | None = None) -> RunResult:
+    """Train `len(keys)` members as one sharded program, chunk by chunk.
+
+    keys: `[members, 2]` PRNG keys (one per seed/member). hparams: one set for all
+    members or a batched `[members]` pytree (a sweep). devices: mesh size (must
+    divide the members; default: the most devices that do). With `out_dir` and
+    `checkpoint`, each chunk is saved under `out_dir/checkpoints` and a rerun resumes.
+    `stop_after_chunks` ends early (as if killed) after that many chunks in this call.
+    """
+    keys = jnp.asarray(keys)
+    members = keys.shape[0]
+    hparams = broadcast_hparams(trainer.default_hparams if hparams is None else hparams, members)
+    mesh = choose_mesh(members, devices)
+    init = population.pmap_population(trainer.init, mesh)
+    evaluate = population.pmap_population(trainer.evaluate, mesh)
+    chunk = population.pmap_population(trainer.run_chunk, mesh, donate=True)
+    num_chunks = trainer.num_evals - 1
+
+    mngr = _manager(Path(out_dir) / "checkpoints") if (out_dir is not None and checkpoint) else None
+    t_start = time.time()
+    PROGRESS.first_update_time = None
+    state = init(keys, hparams)
+    resumed_from = mngr.latest_step() if mngr is not None else None
+    if resumed_from is not None:
+        state, history = _restore(mngr, resumed_from, state)
+        train_chunks = [history["train"][i] for i in range(len(history["train"]))]
+        eval_chunks = history["eval"]
+        done_chunks = resumed_from
+    else:
+        eval_chunks = [_to_lists(evaluate(state))]
+        train_chunks, done_chunks = [], 0
+    eval_times = [time.time() - t_start]
+
+    PROGRESS.last = done_chunks * trainer.updates_per_eval
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=trainer.num_updates, initial=PROGRESS.last, unit="update", dynamic_ncols=True)
+    PROGRESS.bar = bar
+    try:
+        for c in range(done_chunks, num_chunks):
+            if stop_after_chunks is not None and c - done_chunks >= stop_after_chunks:
+                break
+            new_state, (train_m, eval_m) = chunk(state)
+            train_m, eval_m = _to_lists(train_m), _to_lists(eval_m)
+            if not (_all_finite(new_state) and _all_finite(train_m)):
+                bad = _first_bad_update(train_m)
+                u = c * trainer.updates_per_eval + bad + 1
+                where = (f"kept checkpoint {c} (update {c * trainer.updates_per_eval})"
+                         if mngr is not None and c > 0 else "no checkpoint kept")
+                raise TrainingDiverged(
+                    f"training produced NaN/inf at update {u} (env step {u * trainer.steps_per_update}"
+                    f" per member); stopped, {where}")
+            state = new_state
+            train_chunks.append(train_m)
+            eval_chunks.append(eval_m)
+            eval_times.append(time.time() - t_start)
+            if bar is not None:
+                ret = np.mean(eval_m.get("eval_return", [np.nan]))
+                bar.set_postfix(eval_return=f"{ret:.2f}")
+            if mngr is not None:
+                _save(mngr, c + 1, state, {"train": train_chunks, "eval": eval_chunks})
+    finally:
+        if bar is not None:
+            bar.close()
+        PROGRESS.bar = None
+    wall = time.time() - t_start
+    compile_s = (PROGRESS.first_update_time - t_start) if PROGRESS.first_update_time else None
+    evals = _stack(eval_chunks)
+    n_evals = len(eval_chunks)
+    return RunResult(state=state, train=_stack(train_chunks), eval=evals,
+                     eval_steps=[i * trainer.updates_per_eval * trainer.steps_per_update
+                                 for i in range(n_evals)],
+                     eval_times=eval_times, wall_s=wall, compile_s=compile_s,
+                     resumed_from=resumed_from, devices=mesh.devices.size,
+                     steps_per_update=trainer.steps_per_update)
+
+
+def _first_bad_update(train_m: dict) -> int:
+    arr = np.stack([np.asarray(v, np.float64).mean(-1) for v in train_m.values()])
+    bad = ~np.isfinite(arr).all(0)
+    return int(np.argmax(bad)) if bad.any() else len(bad) - 1
+
+
+__all__ = ["run", "RunResult", "TrainingDiverged", "on_update", "params_digest", "choose_mesh"]

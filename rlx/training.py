@@ -1,0 +1,60 @@
+"""The shape every rlx trainer shares.
+
+`make_train(config)` returns a `Trainer`: calling it, `train(key, hparams)`, runs
+the whole experiment as one pure, jittable, vmappable function. Its pieces
+(`init`, `update`, `evaluate`, `run_chunk`) are the same functions, exposed so
+that `rlx.runner` can run a long job in checkpointed chunks with identical
+results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+    """A trainer as pure functions of a state pytree.
+
+    init(key, hparams) -> state;  update(state) -> (state, metrics);
+    evaluate(state) -> eval metrics. Evaluations happen at update 0 and after
+    every `updates_per_eval` updates, `num_evals` in all.
+    """
+
+    init: Callable[[jax.Array, Any], Any]
+    update: Callable[[Any], tuple[Any, Metrics]]
+    evaluate: Callable[[Any], Metrics]
+    default_hparams: Any
+    num_evals: int
+    updates_per_eval: int
+    steps_per_update: int
+
+    @property
+    def num_updates(self) -> int:
+        return self.updates_per_eval * (self.num_evals - 1)
+
+    @property
+    def total_env_steps(self) -> int:
+        return self.num_updates * self.steps_per_update
+
+    def run_chunk(self, state: Any) -> tuple[Any, tuple[Metrics, Metrics]]:
+        """`updates_per_eval` updates (one `lax.scan`), then one evaluation."""
+        state, train_metrics = jax.lax.scan(lambda s, _: self.update(s), state, None,
+                                            length=self.updates_per_eval)
+        return state, (train_metrics, self.evaluate(state))
+
+    def __call__(self, key: jax.Array, hparams: Any = None) -> tuple[Any, dict[str, Metrics]]:
+        """The whole run: returns (final state, {"train": [U] metrics, "eval": [E] metrics})."""
+        state = self.init(key, self.default_hparams if hparams is None else hparams)
+        first_eval = self.evaluate(state)
+        state, (train, evals) = jax.lax.scan(lambda s, _: self.run_chunk(s), state, None,
+                                             length=self.num_evals - 1)
+        train = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), train)
+        evals = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_eval, evals)
+        return state, {"train": train, "eval": evals}
