@@ -70,7 +70,12 @@ def shard(tree: Any, mesh: Mesh, axis: str = AXIS) -> Any:
     def place(x):
         x = jax.numpy.asarray(x) if not isinstance(x, jax.Array) else x
         spec = P(axis) if x.ndim >= 1 else P()
-        return jax.device_put(x, NamedSharding(mesh, spec))
+        s = NamedSharding(mesh, spec)
+        if not s.is_fully_addressable and not (isinstance(x, jax.Array) and x.sharding == s):
+            # multi-process mesh: every process passes the same global value
+            host = np.asarray(jax.device_get(x))
+            return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
+        return jax.device_put(x, s)
 
     return jax.tree.map(place, tree)
 
@@ -89,7 +94,8 @@ def pmap_population(fn: Callable, mesh: Mesh | None = None, axis: str = AXIS,
 
     Each device computes its own members; only what `fn`'s outputs need crosses
     devices. Inputs must be placed with `shard` (or are placed on call). With no
-    mesh this is plain `jit(vmap(fn))`.
+    mesh this is plain `jit(vmap(fn))`. With `axis=None` the members are
+    replicated on every device of the mesh (for an `fn` that shards its own work).
     """
     vfn = jax.vmap(fn)
     if mesh is None:
@@ -98,7 +104,8 @@ def pmap_population(fn: Callable, mesh: Mesh | None = None, axis: str = AXIS,
     jitted = jax.jit(vfn, out_shardings=s, donate_argnums=0 if donate else ())
 
     def call(*args):
-        check_divisible(size(args), mesh)
+        if axis is not None:
+            check_divisible(size(args), mesh)
         return jitted(*shard(args, mesh, axis))
 
     call.jitted = jitted  # type: ignore[attr-defined]

@@ -170,17 +170,22 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
 
     keys: `[members, 2]` PRNG keys (one per seed/member). hparams: one set for all
     members or a batched `[members]` pytree (a sweep). devices: mesh size (must
-    divide the members; default: the most devices that do). With `out_dir` and
+    divide the members; default: the most devices that do). A trainer with its
+    own `mesh` (ES: the population inside one run is sharded) keeps the members
+    replicated on that mesh and ignores `devices`. With `out_dir` and
     `checkpoint`, each chunk is saved under `out_dir/checkpoints` and a rerun resumes.
     `stop_after_chunks` ends early (as if killed) after that many chunks in this call.
     """
     keys = jnp.asarray(keys)
     members = keys.shape[0]
     hparams = broadcast_hparams(trainer.default_hparams if hparams is None else hparams, members)
-    mesh = choose_mesh(members, devices)
-    init = population.pmap_population(trainer.init, mesh)
-    evaluate = population.pmap_population(trainer.evaluate, mesh)
-    chunk = population.pmap_population(trainer.run_chunk, mesh, donate=True)
+    if trainer.mesh is not None:  # the trainer shards its own population (ES) over its mesh
+        mesh, axis = trainer.mesh, None
+    else:
+        mesh, axis = choose_mesh(members, devices), population.AXIS
+    init = population.pmap_population(trainer.init, mesh, axis)
+    evaluate = population.pmap_population(trainer.evaluate, mesh, axis)
+    chunk = population.pmap_population(trainer.run_chunk, mesh, axis, donate=True)
     num_chunks = trainer.num_evals - 1
 
     mngr = _manager(Path(out_dir) / "checkpoints") if (out_dir is not None and checkpoint) else None

@@ -24,7 +24,7 @@ class Trainer:
 
     init(key, hparams) -> state;  update(state) -> (state, metrics);
     evaluate(state) -> eval metrics. Evaluations happen at update 0 and after
-    every `updates_per_eval` updates, `num_evals` in all.
+    every `updates_per_eval` updates, `num_evals` in all. `mesh`: see below.
     """
 
     init: Callable[[jax.Array, Any], Any]
@@ -34,6 +34,9 @@ class Trainer:
     num_evals: int
     updates_per_eval: int
     steps_per_update: int
+    # Set by trainers that shard their own population (ES) over this mesh: the
+    # runner then replicates its members (seeds) over the mesh instead of sharding them.
+    mesh: Any = None
 
     @property
     def num_updates(self) -> int:

@@ -56,12 +56,32 @@ def update(stats: RunningStats, batch: jax.Array, axis_name: str | None = None,
     m2_b = (wx * (x - mean_b) ** 2).sum(0)
     if axis_name is not None:
         m2_b = jax.lax.psum(m2_b, axis_name)
-    n = stats.count + n_b
-    delta = mean_b - stats.mean
+    return merge(stats, RunningStats(count=n_b, mean=mean_b, m2=m2_b))
+
+
+def merge(a: RunningStats, b: RunningStats) -> RunningStats:
+    """Chan et al.'s parallel merge of two statistics (the equations in `RunningStats`)."""
+    n = a.count + b.count
+    delta = b.mean - a.mean
     safe_n = jnp.maximum(n, 1.0)
-    mean = stats.mean + delta * n_b / safe_n
-    m2 = stats.m2 + m2_b + delta**2 * stats.count * n_b / safe_n
+    mean = a.mean + delta * b.count / safe_n
+    m2 = a.m2 + b.m2 + delta**2 * a.count * b.count / safe_n
     return RunningStats(count=n, mean=mean, m2=m2)
+
+
+def from_sums(count: jax.Array, sum_dev: jax.Array, sum_sq_dev: jax.Array,
+              shift: jax.Array) -> RunningStats:
+    """Statistics of samples x given sufficient statistics taken about a shift c.
+
+    With n = count, S1 = sum(x - c), S2 = sum((x - c)^2):
+      mean = c + S1 / n,  M2 = S2 - S1^2 / n  (clamped at 0).
+    Sums of this form add across members and devices (one psum each); taking
+    them about the running mean keeps the float32 cancellation in M2 small.
+    """
+    safe_n = jnp.maximum(count, 1.0)
+    mean = jnp.where(count > 0, shift + sum_dev / safe_n, shift)
+    m2 = jnp.maximum(sum_sq_dev - sum_dev**2 / safe_n, 0.0)
+    return RunningStats(count=jnp.asarray(count, jnp.float32), mean=mean, m2=m2)
 
 
 def normalize(stats: RunningStats, x: jax.Array, clip: float = 10.0,
