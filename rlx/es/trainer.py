@@ -1,0 +1,230 @@
+"""Evolution Strategies on rlx environments as `make_train(config) -> rlx.training.Trainer`.
+
+One update is one generation:
+
+    population = strategy.ask(key)                     # keys + signs (rlx) or N x D (evosax)
+    fitness    = evaluator(population)                  # sharded over the mesh, returns only
+    strategy.tell(population, fitness)                  # rlx: per-device noise sums + all-reduce
+    obs_stats  = merge(obs_stats, stats of this generation's observations)
+
+all in one compiled program whose population is sharded over every device of
+`trainer.mesh` (multi-host: the same code after `rlx.es.distributed.initialize`).
+At the `rlx.runner` level an ES run is one member (a seed); several seeds are
+replicated on the mesh and each seed's population is sharded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
+
+from rlx import population as pop_lib
+from rlx.envs import make as make_env
+from rlx.envs import normalize as obs_norm
+from rlx.envs import validate_env_name
+from rlx.envs.base import Env
+from rlx.es.evaluate import Evaluator
+from rlx.es.strategies import ESHParams, make_strategy, validate_strategy_name
+from rlx.networks import ACTIVATIONS, MLP
+from rlx.training import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    """An ES run. Defaults follow Salimans et al. (sigma 0.02, Adam 0.01, L2 0.005)
+    with the anchor's 32-32 tanh policy on Brax reacher."""
+
+    env: str = "reacher"
+    backend: str = "spring"  # Brax physics backend (ignored for gymnax)
+    episode_length: int | None = None  # None: the env's own limit (Brax: 1000)
+    fresh_reset: bool = False  # Brax restart mode; ES never continues past an episode's end
+    strategy: str = "openai_es"  # or any evosax algorithm name (Open_ES, CMA_ES, SNES, xNES, ...)
+    strategy_kwargs: tuple[tuple[str, Any], ...] = ()  # extra evosax constructor arguments
+    population_size: int = 256
+    sigma: float = 0.02
+    lr: float = 0.01
+    weight_decay: float = 0.005
+    episodes_per_member: int = 1
+    total_steps: int = 10_000_000  # env steps (upper bound: pop x episodes x episode cap per gen)
+    generations: int | None = None  # overrides total_steps when set
+    hidden_layers: tuple[int, ...] = (32, 32)
+    activation: str = "tanh"
+    normalize_observations: bool = True
+    obs_clip: float = 5.0
+    members_per_chunk: int | None = None  # per device; None: all local members at once
+    devices: int | None = None  # mesh size; None: every device (all processes)
+    num_evals: int = 11
+    eval_episodes: int = 8
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the offending value, before anything compiles."""
+        validate_env_name(self.env)
+        validate_strategy_name(self.strategy)
+        for name in ("population_size", "sigma", "lr", "episodes_per_member", "total_steps",
+                     "eval_episodes", "obs_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ESConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"ESConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.strategy in ("openai_es", "Open_ES") and self.population_size % 2:
+            raise ValueError(f"ESConfig.population_size must be even for antithetic (mirrored) "
+                             f"sampling, got {self.population_size}")
+        if self.generations is not None and self.generations < 1:
+            raise ValueError(f"ESConfig.generations must be >= 1, got {self.generations}")
+        if self.num_evals < 2:
+            raise ValueError(f"ESConfig.num_evals must be >= 2 (first and last), got {self.num_evals}")
+        if self.members_per_chunk is not None and self.members_per_chunk < 1:
+            raise ValueError(f"ESConfig.members_per_chunk must be >= 1, got {self.members_per_chunk}")
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"ESConfig.devices must be >= 1, got {self.devices}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+
+    def check_mesh(self, mesh: Mesh) -> None:
+        """The population must split evenly over the mesh and into member chunks."""
+        pop_lib.check_divisible(self.population_size, mesh)
+        local = self.population_size // mesh.devices.size
+        if self.members_per_chunk is not None and local % min(self.members_per_chunk, local):
+            raise ValueError(f"members_per_chunk={self.members_per_chunk} does not divide the "
+                             f"{local} members per device ({self.population_size} over "
+                             f"{mesh.devices.size} devices)")
+
+    def hparams(self) -> ESHParams:
+        return ESHParams(sigma=jnp.asarray(self.sigma, jnp.float32),
+                         weight_decay=jnp.asarray(self.weight_decay, jnp.float32))
+
+
+@struct.dataclass
+class ESState:
+    strategy_state: Any
+    obs_stats: obs_norm.RunningStats
+    key: jax.Array
+    eval_key: jax.Array
+    generation: jax.Array
+    hparams: ESHParams
+
+
+def make_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tanh"
+                ) -> tuple[MLP, Callable[[Any, jax.Array], jax.Array]]:
+    """A deterministic MLP policy: tanh-squashed actions (continuous) or argmax (discrete).
+
+    Returns (net, act) with act(params, obs [B, *obs_shape]) -> env action [B, ...].
+    """
+    spec = env.action_spec
+    net = MLP(tuple(hidden_layers), spec.size, activation, out_scale=0.01)
+    obs_ndim = len(env.obs_shape)
+
+    def act(params: Any, obs: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[: obs.ndim - obs_ndim] + (-1,))
+        out = net.apply(params, x)
+        return jnp.argmax(out, -1) if spec.discrete else jnp.tanh(out)
+
+    return net, act
+
+
+def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
+    """(env, net, strategy, evaluator, mesh) for `config`; validated before any compile."""
+    config.validate()
+    mesh = mesh if mesh is not None else pop_lib.make_mesh(config.devices)
+    config.check_mesh(mesh)
+    env = env or make_env(config.env, backend=config.backend, episode_length=config.episode_length,
+                          fresh_reset=config.fresh_reset)
+    net, act = make_policy(env, config.hidden_layers, config.activation)
+    template = net.init(jax.random.PRNGKey(0), jnp.zeros((1, math.prod(env.obs_shape))))
+    strategy = make_strategy(config.strategy, config.population_size, template, lr=config.lr,
+                             sigma=config.sigma, weight_decay=config.weight_decay, mesh=mesh,
+                             chunk_size=config.members_per_chunk,
+                             kwargs=dict(config.strategy_kwargs))
+    evaluator = Evaluator(env, act, episodes=config.episodes_per_member,
+                          members_per_chunk=config.members_per_chunk, mesh=mesh,
+                          normalize_observations=config.normalize_observations,
+                          obs_clip=config.obs_clip)
+    return env, net, strategy, evaluator, mesh
+
+
+def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None,
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+    """ES as a `Trainer` whose population is sharded over `mesh` (default: all devices).
+
+    Train metrics per generation: return_mean / return_max / return_min over the
+    members with a finite return, nonfinite_members (ranked last), episode_length,
+    env_steps (taken this generation), params_norm (+ the strategy's own).
+    Eval metrics: the strategy's mean parameters on `eval_episodes` episodes.
+    """
+    env, net, strategy, evaluator, mesh = build(config, mesh, env)
+    steps_per_gen = config.population_size * config.episodes_per_member * evaluator.steps
+    if config.generations is not None:
+        gens = config.generations
+    else:
+        gens = max(1, math.ceil(config.total_steps / steps_per_gen))
+    updates_per_eval = max(1, math.ceil(gens / (config.num_evals - 1)))
+
+    def init(key: jax.Array, hparams: ESHParams) -> ESState:
+        k_params, k_strategy, k_train, k_eval = jax.random.split(key, 4)
+        params = net.init(k_params, jnp.zeros((1, math.prod(env.obs_shape)), jnp.float32))
+        return ESState(strategy_state=strategy.init(k_strategy, params, hparams),
+                       obs_stats=obs_norm.init(env.obs_shape), key=k_train, eval_key=k_eval,
+                       generation=jnp.zeros((), jnp.int32), hparams=hparams)
+
+    def update(state: ESState) -> tuple[ESState, dict]:
+        hp = state.hparams
+        key, k_ask, k_eval, k_tell = jax.random.split(state.key, 4)
+        population = strategy.ask(k_ask, state.strategy_state, hp)
+        out = evaluator(strategy.decode, strategy.context(state.strategy_state, hp), population,
+                        state.obs_stats, k_eval)
+        ss, extra = strategy.tell(k_tell, population, out.returns, state.strategy_state, hp)
+        obs_stats = obs_norm.merge(state.obs_stats, out.obs_stats) \
+            if config.normalize_observations else state.obs_stats
+        new_state = state.replace(strategy_state=ss, obs_stats=obs_stats, key=key,
+                                  generation=state.generation + 1)
+        metrics = {**fitness_metrics(out.returns), **extra,
+                   "episode_length": out.lengths.mean(), "env_steps": out.env_steps,
+                   "params_norm": jnp.linalg.norm(ravel_pytree(strategy.mean(ss, hp))[0])}
+        if on_update is not None:
+            jax.debug.callback(on_update, new_state.generation, metrics["return_mean"])
+        return new_state, metrics
+
+    def evaluate(state: ESState) -> dict:
+        params = strategy.mean(state.strategy_state, state.hparams)
+        key = jax.random.fold_in(state.eval_key, state.generation)
+        return evaluator.evaluate_params(params, state.obs_stats, key, config.eval_episodes)
+
+    return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=config.hparams(),
+                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
+                   steps_per_update=steps_per_gen, mesh=mesh)
+
+
+def fitness_metrics(returns: jax.Array) -> dict[str, jax.Array]:
+    """Mean / max / min over finite returns and the count of non-finite ones."""
+    finite = jnp.isfinite(returns)
+    n = jnp.maximum(finite.sum(), 1)
+    mean = jnp.where(finite, returns, 0.0).sum() / n
+    mean = jnp.where(finite.any(), mean, jnp.nan)
+    return {"return_mean": mean,
+            "return_max": jnp.max(jnp.where(finite, returns, -jnp.inf)),
+            "return_min": jnp.min(jnp.where(finite, returns, jnp.inf)),
+            "nonfinite_members": (~finite).sum().astype(jnp.float32)}
+
+
+def policy_fn(config: ESConfig, env: Env):
+    """`act(state, obs) -> env action` of a trained `ESState`'s mean policy (inspection)."""
+    _, net, strategy, _, _ = build(config, pop_lib.make_mesh(1), env)
+    _, act = make_policy(env, config.hidden_layers, config.activation)
+
+    def act_state(state: ESState, obs: jax.Array) -> jax.Array:
+        o = obs_norm.normalize(state.obs_stats, obs, clip=config.obs_clip) \
+            if config.normalize_observations else obs
+        return act(strategy.mean(state.strategy_state, state.hparams), o)
+
+    return act_state
+
+
+__all__ = ["ESConfig", "ESState", "make_train", "make_policy", "build", "fitness_metrics",
+           "policy_fn"]
