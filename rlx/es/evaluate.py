@@ -34,6 +34,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from rlx.envs import normalize as obs_norm
 from rlx.envs.base import Env, EnvState
+from rlx.es.openai_es import pairwise_sum
 from rlx.population import AXIS
 
 # act(params, obs [B, *obs_shape]) -> env action [B, ...] (deterministic)
@@ -160,7 +161,7 @@ class Evaluator:
             return (mret, length.mean(1)), sums
 
         (returns, lengths), sums = jax.lax.map(one_chunk, chunks)
-        sums = jax.tree.map(lambda x: x.sum(0), sums)
+        sums = jax.tree.map(pairwise_sum, sums)
         if self.mesh is not None:
             sums = jax.lax.psum(sums, self.axis)
         return returns.reshape(n), lengths.reshape(n), sums

@@ -90,13 +90,28 @@ def centered_ranks(x: jax.Array) -> jax.Array:
     return (ranks / max(n - 1, 1) - 0.5).astype(jnp.float32)
 
 
+def pairwise_sum(x: jax.Array) -> jax.Array:
+    """Sum over the leading axis as a balanced binary tree (zero-padded to a power of two).
+
+    The fixed order makes a sharded sum reproducible: when each of 2^k devices
+    holds 2^j consecutive chunks, (tree on each device) + all-reduce gives the
+    same bits as the tree over all chunks on one device.
+    """
+    n = x.shape[0]
+    size = 1 << max(n - 1, 0).bit_length()
+    if size > n:
+        x = jnp.concatenate([x, jnp.zeros((size - n,) + x.shape[1:], x.dtype)])
+    while x.shape[0] > 1:
+        x = x[0::2] + x[1::2]
+    return x[0]
+
+
 def weighted_noise_sum(weights: jax.Array, members: Members, num_dims: int,
                        chunk_size: int | None = None) -> jax.Array:
     """sum_i w_i s_i eps(k_i) over the given members, regenerating eps chunk by chunk.
 
-    A `lax.scan` over chunks of `chunk_size` members keeps memory at
-    chunk_size x D; the summation order is fixed by the chunks (so a device
-    holding half the members computes exactly half of the 1-device sum).
+    `lax.map` over chunks of `chunk_size` members keeps memory at chunk_size x D
+    (plus one D-vector per chunk); the chunk sums are added by `pairwise_sum`.
     """
     n = weights.shape[0]
     chex.assert_shape(members.sign, (n,))
@@ -106,13 +121,11 @@ def weighted_noise_sum(weights: jax.Array, members: Members, num_dims: int,
     coef = (weights * members.sign).reshape(n // chunk, chunk)
     keys = members.key.reshape((n // chunk, chunk) + members.key.shape[1:])
 
-    def body(acc, xs):
+    def chunk_sum(xs):
         c, k = xs
-        eps = jax.vmap(noise, in_axes=(0, None))(k, num_dims)
-        return acc + c @ eps, None
+        return c @ jax.vmap(noise, in_axes=(0, None))(k, num_dims)
 
-    total, _ = jax.lax.scan(body, jnp.zeros((num_dims,), jnp.float32), (coef, keys))
-    return total
+    return pairwise_sum(jax.lax.map(chunk_sum, (coef, keys)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -123,8 +136,9 @@ class OpenAIES:
     optimizer: applied to the descent direction -g + lambda * mu.
     mesh: when given, `tell` regenerates noise on the device that owns each
       member (members sharded as P(axis)) and all-reduces the D-vector.
-    chunk_size: members per noise-regeneration chunk (bounds memory, fixes the
-      summation order; keep it fixed to get identical results on any mesh).
+    chunk_size: members per noise-regeneration chunk (bounds memory and fixes the
+      summation order: with the same chunk size and a power-of-two number of
+      chunks per device, 1 and 2^k devices give bit-identical results).
     """
 
     population_size: int
@@ -213,4 +227,4 @@ class OpenAIES:
 
 
 __all__ = ["OpenAIES", "OpenAIESParams", "OpenAIESState", "Members", "noise",
-           "antithetic_members", "centered_ranks", "weighted_noise_sum"]
+           "antithetic_members", "centered_ranks", "weighted_noise_sum", "pairwise_sum"]

@@ -213,6 +213,12 @@ def fitness_metrics(returns: jax.Array) -> dict[str, jax.Array]:
             "nonfinite_members": (~finite).sum().astype(jnp.float32)}
 
 
+def search_mean(state: ESState) -> jax.Array:
+    """The flat parameters the strategy proposes (its mean; a GA's best member)."""
+    ss = state.strategy_state
+    return ss.mean if hasattr(ss, "mean") else ss.best_solution
+
+
 def policy_fn(config: ESConfig, env: Env):
     """`act(state, obs) -> env action` of a trained `ESState`'s mean policy (inspection)."""
     _, net, strategy, _, _ = build(config, pop_lib.make_mesh(1), env)
@@ -227,4 +233,4 @@ def policy_fn(config: ESConfig, env: Env):
 
 
 __all__ = ["ESConfig", "ESState", "make_train", "make_policy", "build", "fitness_metrics",
-           "policy_fn"]
+           "policy_fn", "search_mean"]

@@ -1,0 +1,167 @@
+"""Speed of one ES generation; prints ONE JSON line.
+
+    python -m experiments.bench_es                      # one XLA device per core (rlx default)
+    python -m experiments.bench_es --devices 1          # one device
+    python -m experiments.bench_es --with-anchor        # + evosax anchor in a subprocess, ratio
+
+Defaults match ../shared/anchors/evosax_es.py: Brax reacher (spring), population
+256, 1000-step episodes, MLP 32-32 tanh, sigma 0.05, Adam 0.01.
+
+Fields: env_steps_per_s and generations_per_s (timed generations after the
+first), compile_s (the first generation: compile + run), peak_rss_mb
+(ru_maxrss after the ES generations, before anything else runs), and
+env_only_steps_per_s: the same envs (same count, same devices, same rlx env)
+stepped with constant actions and no policy -- the machine's limit for this env.
+With --with-anchor the anchor runs afterwards as a child process with the
+caller's environment; its JSON is embedded and `speedup_vs_anchor` =
+rlx env_steps_per_s / anchor env_steps_per_s (back to back, one invocation),
+`anchor_peak_rss_mb` is the child's ru_maxrss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ANCHOR = Path(__file__).resolve().parents[1] / ".." / "shared" / "anchors" / "evosax_es.py"
+
+
+def parse(argv: list[str] | None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--env", default="reacher")
+    p.add_argument("--backend", default="spring")
+    p.add_argument("--population", type=int, default=256)
+    p.add_argument("--episode-length", type=int, default=1000)
+    p.add_argument("--generations", type=int, default=5, help="timed generations")
+    p.add_argument("--sigma", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--hidden", default="32,32")
+    p.add_argument("--strategy", default="openai_es")
+    p.add_argument("--members-per-chunk", type=int, default=None)
+    p.add_argument("--devices", type=int, default=None,
+                   help="XLA CPU devices for this process (default: one per core)")
+    p.add_argument("--no-env-only", action="store_true", help="skip the env-only measurement")
+    p.add_argument("--with-anchor", action="store_true",
+                   help="also run the evosax anchor (same config) and print the ratio")
+    p.add_argument("--anchor-path", default=str(ANCHOR))
+    return p.parse_args(argv)
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
+    """Steps/s of `num_envs` envs sharded over `mesh`, constant actions, no policy."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    from rlx import population
+
+    def local(keys):
+        s = jax.vmap(env.reset)(keys)
+        shape = (keys.shape[0],) if env.action_spec.discrete else (keys.shape[0], env.action_spec.size)
+        a = jnp.zeros(shape, jnp.int32 if env.action_spec.discrete else jnp.float32)
+
+        def body(carry, _):
+            s, r = carry
+            s, out = jax.vmap(env.step)(s, a)
+            return (s, r + out.reward), None
+
+        (_, r), _ = jax.lax.scan(body, (s, jnp.zeros(keys.shape[0])), None, length=steps)
+        return r
+
+    fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(population.AXIS),
+                               out_specs=P(population.AXIS), check_vma=False))
+    keys = population.shard(jax.random.split(jax.random.PRNGKey(1), num_envs), mesh)
+    jax.block_until_ready(fn(keys))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        r = fn(keys)
+    jax.block_until_ready(r)
+    return repeats * num_envs * steps / (time.perf_counter() - t0)
+
+
+def run_anchor(a) -> dict:
+    env = dict(os.environ)
+    if "RLX_ORIG_XLA_FLAGS" in env:  # give the anchor the caller's XLA_FLAGS, not ours
+        env["XLA_FLAGS"] = env.pop("RLX_ORIG_XLA_FLAGS")
+    cmd = [sys.executable, a.anchor_path, "--env", a.env, "--backend", a.backend,
+           "--population", str(a.population), "--episode-length", str(a.episode_length),
+           "--generations", str(a.generations), "--sigma", str(a.sigma), "--lr", str(a.lr)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
+    res = json.loads(line)
+    res["peak_rss_mb"] = round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse(argv)
+    os.environ.setdefault("RLX_ORIG_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    if a.devices is not None:
+        os.environ["RLX_CPU_DEVICES"] = str(a.devices)
+    from experiments import common
+
+    common.setup()
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from rlx.es import ESConfig, make_train
+
+    config = ESConfig(env=a.env, backend=a.backend, episode_length=a.episode_length,
+                      strategy=a.strategy, population_size=a.population, sigma=a.sigma, lr=a.lr,
+                      hidden_layers=tuple(int(h) for h in a.hidden.split(",")),
+                      members_per_chunk=a.members_per_chunk, generations=a.generations,
+                      num_evals=2, devices=a.devices)
+    trainer = common.exit_on_value_error(lambda: make_train(config))
+    # the run's state lives replicated on the mesh (as under rlx.runner), so every
+    # generation reuses the first one's executable
+    replicated = NamedSharding(trainer.mesh, P())
+    update = jax.jit(trainer.update, donate_argnums=0, out_shardings=replicated)
+    state = jax.jit(trainer.init, out_shardings=replicated)(jax.random.PRNGKey(0),
+                                                            trainer.default_hparams)
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    state, m = update(state)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    steps = 0.0
+    t0 = time.perf_counter()
+    for _ in range(a.generations):
+        state, m = update(state)
+        steps += float(m["env_steps"])
+    dt = time.perf_counter() - t0
+    rss = peak_rss_mb()
+    res = {"bench": "rlx ES", "strategy": a.strategy, "env": a.env, "backend": a.backend,
+           "population": a.population, "episode_length": a.episode_length,
+           "devices": trainer.mesh.devices.size, "backend_platform": jax.default_backend(),
+           "members_per_chunk": a.members_per_chunk,
+           "env_steps_per_s": round(steps / dt, 1), "generations_per_s": round(a.generations / dt, 3),
+           "compile_s": round(compile_s, 2), "peak_rss_mb": round(rss, 1),
+           "mean_return": round(float(m["return_mean"]), 2)}
+    if not a.no_env_only:
+        from rlx.es.trainer import build
+
+        env = build(config, trainer.mesh)[0]
+        eo = env_only(env, a.population, a.episode_length, trainer.mesh)
+        res["env_only_steps_per_s"] = round(eo, 1)
+        res["fraction_of_env_only"] = round(res["env_steps_per_s"] / eo, 3)
+    if a.with_anchor:
+        anchor = run_anchor(a)
+        res["anchor"] = anchor
+        res["anchor_peak_rss_mb"] = anchor["peak_rss_mb"]
+        res["speedup_vs_anchor"] = round(res["env_steps_per_s"] / anchor["env_steps_per_s"], 2)
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
