@@ -61,6 +61,30 @@ def rollout(env: Env, policy: Policy, env_state: EnvState, key: jax.Array,
     return jax.lax.scan(body, env_state, jax.random.split(key, length))
 
 
+def random_policy(env: Env) -> Policy:
+    """Uniformly random actions: integers in [0, n) or floats in [-1, 1]^d."""
+    spec = env.action_spec
+
+    def policy(obs: jax.Array, key: jax.Array):
+        n = obs.shape[0]
+        if spec.discrete:
+            a = jax.random.randint(key, (n,), 0, spec.size)
+        else:
+            a = jax.random.uniform(key, (n, spec.size), minval=-1.0, maxval=1.0)
+        return a, a, {}
+
+    return policy
+
+
+def random_return(env: Env, key: jax.Array, num_envs: int = 16, episodes_per_env: int = 2) -> jax.Array:
+    """Mean return of the episodes a uniformly random policy finishes (a score's zero)."""
+    k_reset, k_roll = jax.random.split(key)
+    _, tr = rollout(env, random_policy(env), reset(env, k_reset, num_envs), k_roll,
+                    episodes_per_env * env.max_episode_steps)
+    stats = episode_stats(tr)
+    return stats["episode_return_sum"] / jnp.maximum(stats["episode_count"], 1.0)
+
+
 def episode_stats(tr: Transition) -> dict[str, jax.Array]:
     """Sum and count of returns and lengths of the episodes that ended in `tr`."""
     done = tr.done.astype(jnp.float32)
@@ -95,4 +119,5 @@ def evaluate(env: Env, act: Callable[[jax.Array], jax.Array], key: jax.Array, nu
     return {"eval_return": ret.mean(), "eval_return_std": ret.std(), "eval_length": length.mean()}
 
 
-__all__ = ["Transition", "Policy", "reset", "rollout", "evaluate", "episode_stats"]
+__all__ = ["Transition", "Policy", "reset", "rollout", "evaluate", "episode_stats", "random_policy",
+           "random_return"]

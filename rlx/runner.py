@@ -3,7 +3,7 @@
 `run(trainer, keys, out_dir)` vmaps the trainer over the members (seeds and/or
 hyper-parameters), shards them over the device mesh, and runs one compiled chunk
 (`updates_per_eval` updates + an evaluation) at a time. After every chunk the
-state is checked for NaN/inf and saved with orbax; calling `run` again with the
+state is checked for NaN and saved with orbax; calling `run` again with the
 same `out_dir` resumes from the last checkpoint and ends with the same
 parameters as an uninterrupted run.
 """
@@ -25,7 +25,7 @@ from rlx.training import Trainer
 
 
 class TrainingDiverged(RuntimeError):
-    """Training produced NaN/inf; the message names the update, the checkpoint is kept."""
+    """Training produced NaN; the message names the update, the checkpoint is kept."""
 
 
 # ---- progress: trainers call `on_update` through jax.debug.callback ----------------------
@@ -91,9 +91,10 @@ def params_digest(tree: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _all_finite(tree: Any) -> bool:
-    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(tree)
-               if np.issubdtype(np.asarray(x).dtype, np.floating))
+def _no_nan(tree: Any) -> bool:
+    """No NaN in any float leaf (inf is allowed: e.g. `clip_eps = inf` means "no clipping")."""
+    return not any(bool(np.isnan(np.asarray(x)).any()) for x in jax.tree.leaves(tree)
+                   if np.issubdtype(np.asarray(x).dtype, np.floating))
 
 
 def choose_mesh(members: int, devices: int | None = None) -> Any:
@@ -216,13 +217,13 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
                 break
             new_state, (train_m, eval_m) = chunk(state)
             train_m, eval_m = _to_lists(train_m), _to_lists(eval_m)
-            if not (_all_finite(new_state) and _all_finite(train_m)):
+            if not (_no_nan(new_state) and _no_nan(train_m)):
                 bad = _first_bad_update(train_m)
                 u = c * trainer.updates_per_eval + bad + 1
                 where = (f"kept checkpoint {c} (update {c * trainer.updates_per_eval})"
                          if mngr is not None and c > 0 else "no checkpoint kept")
                 raise TrainingDiverged(
-                    f"training produced NaN/inf at update {u} (env step {u * trainer.steps_per_update}"
+                    f"training produced NaN at update {u} (env step {u * trainer.steps_per_update}"
                     f" per member); stopped, {where}")
             state = new_state
             train_chunks.append(train_m)
@@ -251,7 +252,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
 
 def _first_bad_update(train_m: dict) -> int:
     arr = np.stack([np.asarray(v, np.float64).mean(-1) for v in train_m.values()])
-    bad = ~np.isfinite(arr).all(0)
+    bad = np.isnan(arr).any(0)
     return int(np.argmax(bad)) if bad.any() else len(bad) - 1
 
 

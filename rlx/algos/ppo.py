@@ -231,7 +231,7 @@ def make_train(config: PPOConfig, env: Env | None = None,
         grads, aux = jax.grad(loss_fn, has_aux=True)(params, mb, hp, beta, key)
         if axis is not None:
             grads = jax.lax.pmean(grads, axis)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, hp.max_grad_norm / (gnorm + 1e-6)), grads)
         step, opt_state = adam.update(grads, opt_state, params)
         params = jax.tree.map(lambda p, u: p - lr * u, params, step)

@@ -103,9 +103,9 @@ class Env(abc.ABC):
         time = state.time + 1
         inner, obs, reward, terminated, final_obs, truncated = self._step(
             sub, state.inner, action, time)
-        reward = reward.astype(jnp.float32)
-        terminated = terminated.astype(bool)
-        truncated = jnp.logical_and(truncated.astype(bool), ~terminated)
+        reward = jnp.asarray(reward, jnp.float32)
+        terminated = jnp.asarray(terminated).astype(bool)
+        truncated = jnp.logical_and(jnp.asarray(truncated).astype(bool), ~terminated)
         done = jnp.logical_or(terminated, truncated)
         ep_return = state.episode_return + reward
         new_state = EnvState(

@@ -7,3 +7,8 @@ from rlx.losses.value import value_loss
 
 __all__ = ["gae", "normalize", "ppo_surrogate", "kl_penalty", "adaptive_kl_beta", "entropy_loss",
            "clip_fraction", "approx_kl", "value_loss"]
+from rlx.losses.soft_q import (boltzmann, entropy_pg_loss, kl_to_reference, n_step_returns,
+                               q_from_policy, soft_q_loss)
+
+__all__ += ["n_step_returns", "kl_to_reference", "boltzmann", "q_from_policy", "soft_q_loss",
+            "entropy_pg_loss"]

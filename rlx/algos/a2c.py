@@ -1,0 +1,233 @@
+"""Advantage actor-critic with an entropy (KL) bonus folded into the returns, as
+`make_train(config) -> Trainer`, and the n-step on-policy engine it shares with
+`rlx.algos.softq`.
+
+One update: roll out `num_envs x unroll_length` steps with the current policy,
+form n-step returns of the penalised rewards r - tau KL (`rlx.losses.entropy_pg_loss`:
+"A2C with a proper entropy bonus", Schulman, Chen & Abbeel 2017), and take one Adam
+step on L_PG + vf_coef L_V. There is no replay, target network, epochs or
+minibatches; bootstrap values come from the current parameters at `final_obs`, so a
+time-limit truncation bootstraps and a termination does not.
+
+The engine (`build_trainer`) is written once: a trainer supplies its network, its
+loss on a rollout and the logits of the policy it acts with. A2C and soft
+Q-learning differ only in those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rlx import losses
+from rlx.envs import make as make_env
+from rlx.envs import validate_env_name
+from rlx.envs.base import Env, EnvState
+from rlx.networks import ACTIVATIONS, ActorCritic
+from rlx.rollout import Transition, episode_stats, evaluate, reset, rollout
+from rlx.training import Trainer
+
+# loss(params, rollout [T, N], hparams) -> (scalar to minimise, aux metrics)
+LossFn = Callable[[Any, Transition, Any], tuple[jax.Array, dict]]
+# logits(params, obs [N, ...], hparams) -> logits [N, A] of the policy that acts
+LogitsFn = Callable[[Any, jax.Array, Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class NStepConfig:
+    """What every n-step on-policy trainer here needs (A2C and soft Q-learning).
+
+    Defaults: a CPU-sized MinAtar run (64 envs x 5 steps per update, the paper's
+    5-step updates, entropy temperature tau = 0.01 as in its Atari runs).
+    """
+
+    env: str = "Breakout-MinAtar"
+    episode_length: int | None = None  # None: the env's own time limit
+    total_steps: int = 1_000_000  # env steps per seed (rounded up to whole eval chunks)
+    num_envs: int = 64
+    unroll_length: int = 5  # steps per env per update
+    n_step: int | None = None  # None: bootstrap at the end of the unroll (A3C's "up to T steps")
+    lr: float = 1e-3
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 0.5  # inf: no clipping
+    tau: float = 0.01  # temperature of the entropy / KL penalty
+    gamma: float = 0.99
+    policy_layers: tuple[int, ...] = (256, 256)
+    value_layers: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    num_evals: int = 11
+    eval_envs: int = 16
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming any value that cannot work, before anything compiles."""
+        name = type(self).__name__
+        validate_env_name(self.env)
+        for field in ("total_steps", "num_envs", "unroll_length", "eval_envs", "lr", "tau",
+                      "adam_eps", "max_grad_norm"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"{name}.{field} must be > 0, got {getattr(self, field)!r}")
+        if self.n_step is not None and self.n_step < 1:
+            raise ValueError(f"{name}.n_step must be >= 1 or None, got {self.n_step!r}")
+        if self.episode_length is not None and self.episode_length < 1:
+            raise ValueError(f"{name}.episode_length must be >= 1 or None, got {self.episode_length!r}")
+        if self.num_evals < 2:
+            raise ValueError(f"{name}.num_evals must be >= 2 (first and last), got {self.num_evals!r}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"{name}.gamma must be in (0, 1], got {self.gamma!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"{name}.activation {self.activation!r} is unknown; "
+                             f"valid: {', '.join(ACTIVATIONS)}")
+        for field in ("policy_layers", "value_layers"):
+            if any(int(w) < 1 for w in getattr(self, field)):
+                raise ValueError(f"{name}.{field} widths must be >= 1, got {getattr(self, field)!r}")
+
+    def make_env(self) -> Env:
+        env = make_env(self.env, episode_length=self.episode_length)
+        if not env.action_spec.discrete:
+            raise ValueError(f"{type(self).__name__}.env {self.env!r} has continuous actions; "
+                             "these trainers need discrete ones (e.g. Breakout-MinAtar, CartPole-v1)")
+        return env
+
+    def actor_critic(self, env: Env) -> ActorCritic:
+        """Separate policy (logits) and value MLPs over the flattened observation."""
+        return ActorCritic(action_size=env.action_spec.size, head="categorical",
+                           policy_layers=tuple(self.policy_layers),
+                           value_layers=tuple(self.value_layers), activation=self.activation,
+                           obs_ndim=len(env.obs_shape))
+
+
+@struct.dataclass
+class NStepState:
+    params: Any
+    opt_state: optax.OptState
+    env_state: EnvState
+    key: jax.Array
+    eval_key: jax.Array
+    update: jax.Array  # updates done so far
+    hparams: Any
+
+
+def build_trainer(config: NStepConfig, env: Env, net: nn.Module, loss_fn: LossFn,
+                  logits_fn: LogitsFn, hparams: Any,
+                  on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+    """The shared n-step on-policy engine: rollout -> one Adam step on `loss_fn` per update.
+
+    `hparams` must carry `lr` and `max_grad_norm` (read here); the rest is the loss's.
+    Evaluation acts greedily (argmax of `logits_fn`) on `eval_envs` fresh episodes.
+    """
+    T, N = config.unroll_length, config.num_envs
+    steps_per_update = T * N
+    updates_per_eval = max(1, math.ceil(config.total_steps / ((config.num_evals - 1) * steps_per_update)))
+    adam = optax.scale_by_adam(eps=config.adam_eps)
+    num_actions = env.action_spec.size
+
+    def init(key: jax.Array, hp: Any) -> NStepState:
+        k_params, k_env, k_train, k_eval = jax.random.split(key, 4)
+        params = net.init(k_params, jnp.zeros((1,) + env.obs_shape, jnp.float32))
+        return NStepState(params=params, opt_state=adam.init(params), env_state=reset(env, k_env, N),
+                          key=k_train, eval_key=k_eval, update=jnp.zeros((), jnp.int32), hparams=hp)
+
+    def update(state: NStepState) -> tuple[NStepState, dict]:
+        hp = state.hparams
+        key, k_roll = jax.random.split(state.key)
+
+        def policy(obs: jax.Array, k: jax.Array):
+            logits = logits_fn(state.params, obs, hp)
+            chex.assert_shape(logits, (N, num_actions))
+            action = jax.random.categorical(k, logits)
+            return action, action, {}
+
+        env_state, traj = rollout(env, policy, state.env_state, k_roll, T)
+        chex.assert_shape(traj.reward, (T, N))
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, traj, hp)
+        gnorm = optax.global_norm(grads)
+        scale = jnp.minimum(1.0, hp.max_grad_norm / (gnorm + 1e-6))
+        step, opt_state = adam.update(jax.tree.map(lambda g: g * scale, grads), state.opt_state)
+        params = jax.tree.map(lambda p, u: p - hp.lr * u, state.params, step)
+        new_state = state.replace(params=params, opt_state=opt_state, env_state=env_state, key=key,
+                                  update=state.update + 1)
+        ep = episode_stats(traj)
+        metrics = {"loss": loss, "grad_norm": gnorm, **aux, **ep,
+                   "episode_return": ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0)}
+        if on_update is not None:
+            jax.debug.callback(on_update, new_state.update, metrics["episode_return"])
+        return new_state, metrics
+
+    def evaluate_fn(state: NStepState) -> dict:
+        key = jax.random.fold_in(state.eval_key, state.update)
+        act = lambda obs: jnp.argmax(logits_fn(state.params, obs, state.hparams), axis=-1)  # noqa: E731
+        return evaluate(env, act, key, config.eval_envs)
+
+    return Trainer(init=init, update=update, evaluate=evaluate_fn, default_hparams=hparams,
+                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
+                   steps_per_update=steps_per_update)
+
+
+# ---- A2C ------------------------------------------------------------------------------------
+
+@struct.dataclass
+class A2CHParams:
+    """Hyper-parameters that may differ across a vmapped population of agents."""
+
+    lr: jax.Array
+    tau: jax.Array
+    gamma: jax.Array
+    vf_coef: jax.Array
+    max_grad_norm: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class A2CConfig(NStepConfig):
+    """A2C with the entropy penalty in the returns (see `rlx.losses.entropy_pg_loss`)."""
+
+    vf_coef: float = 0.5
+    kl_estimate: str = "exact"  # exact: KL over all actions (+ its gradient); sample: log-ratio
+
+    def validate(self) -> None:
+        super().validate()
+        if self.kl_estimate not in losses.soft_q.KL_ESTIMATES:
+            raise ValueError(f"A2CConfig.kl_estimate {self.kl_estimate!r} is unknown; "
+                             f"valid: {', '.join(losses.soft_q.KL_ESTIMATES)}")
+        if not self.vf_coef >= 0:
+            raise ValueError(f"A2CConfig.vf_coef must be >= 0, got {self.vf_coef!r}")
+
+    def hparams(self) -> A2CHParams:
+        values = dict(lr=self.lr, tau=self.tau, gamma=self.gamma, vf_coef=self.vf_coef,
+                      max_grad_norm=self.max_grad_norm)
+        return A2CHParams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+
+
+def make_train(config: A2CConfig, env: Env | None = None,
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+    """Build A2C's pure functions for `config` (validated here, before any compile).
+
+    Loss per update: L_PG + vf_coef * L_V of `rlx.losses.entropy_pg_loss` on the rollout.
+    `on_update(update_index, mean_episode_return)` is called on the host after every update.
+    """
+    config.validate()
+    env = env or config.make_env()
+    net = config.actor_critic(env)
+
+    def loss_fn(params, tr: Transition, hp: A2CHParams):
+        logits, values = net.apply(params, tr.obs)
+        _, next_values = net.apply(params, tr.final_obs)
+        pg, v_loss, aux = losses.entropy_pg_loss(
+            logits, values, jax.lax.stop_gradient(next_values), tr.action, tr.reward,
+            tr.terminated, tr.done, hp.tau, hp.gamma, config.n_step, kl_estimate=config.kl_estimate)
+        return pg + hp.vf_coef * v_loss, {"policy_loss": pg, "value_loss": v_loss, **aux}
+
+    def logits_fn(params, obs, hp):
+        return net.apply(params, obs)[0]
+
+    return build_trainer(config, env, net, loss_fn, logits_fn, config.hparams(), on_update)
+
+
+__all__ = ["NStepConfig", "NStepState", "build_trainer", "A2CConfig", "A2CHParams", "make_train"]

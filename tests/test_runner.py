@@ -1,0 +1,59 @@
+"""Checkpoint/resume, NaN handling and the streaming progress hook."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from rlx import runner
+from rlx.algos import ppo
+
+CFG = ppo.PPOConfig(env="CartPole-v1", total_steps=4 * 256, num_envs=4, unroll_length=64,
+                    num_minibatches=2, update_epochs=2, policy_layers=(16,), value_layers=(16,),
+                    num_evals=5, eval_envs=2, normalize_observations=True)
+
+
+def test_resume_after_kill_gives_same_params(tmp_path):
+    trainer = ppo.make_train(CFG, on_update=runner.on_update)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    full = runner.run(trainer, keys, tmp_path / "full", progress=False)
+    part = runner.run(trainer, keys, tmp_path / "killed", progress=False, stop_after_chunks=2)
+    assert part.resumed_from is None
+    resumed = runner.run(trainer, keys, tmp_path / "killed", progress=False)
+    assert resumed.resumed_from == 2
+    assert runner.params_digest(resumed.state.params) == runner.params_digest(full.state.params)
+    np.testing.assert_array_equal(resumed.eval["eval_return"], full.eval["eval_return"])
+    assert resumed.train["policy_loss"].shape == full.train["policy_loss"].shape == (4, 2)
+
+
+def test_nan_stops_naming_update_and_keeps_checkpoint(tmp_path):
+    # lr = inf drives the parameters to NaN on the first update after the checkpoint.
+    trainer = ppo.make_train(CFG)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    runner.run(trainer, keys, tmp_path, progress=False, stop_after_chunks=1)
+    with pytest.raises(runner.TrainingDiverged, match=r"NaN at update 2 .*kept checkpoint 1"):
+        _diverge_after_resume(trainer, keys, tmp_path)
+    # the good checkpoint is still there and resumes
+    again = runner.run(trainer, keys, tmp_path, progress=False, stop_after_chunks=0)
+    assert again.resumed_from == 1
+
+
+def _diverge_after_resume(trainer, keys, out):
+    """Resume the saved run with hyper-parameters swapped for diverging ones."""
+    import jax.numpy as jnp
+
+    def update(state):
+        state = state.replace(hparams=state.hparams.replace(lr=jnp.float32(jnp.inf)))
+        return trainer.update(state)
+
+    diverging = dataclasses.replace(trainer, update=update)
+    return runner.run(diverging, keys, out, progress=False)
+
+
+def test_progress_hook_sees_every_update():
+    seen = []
+    trainer = ppo.make_train(CFG, on_update=lambda u, r: seen.append(int(np.max(u))))
+    jax.block_until_ready(jax.jit(trainer)(jax.random.PRNGKey(0)))
+    jax.effects_barrier()
+    assert sorted(set(seen)) == list(range(1, trainer.num_updates + 1))
