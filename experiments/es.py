@@ -46,6 +46,8 @@ def add_flags(p) -> None:
     p.add_argument("--members-per-chunk", type=int, default=None,
                    help="members evaluated at once per device (bounds memory)")
     p.add_argument("--num-evals", type=int, default=None)
+    p.add_argument("--shared-starts", action="store_true",
+                   help="every member meets the same episode starts (default: one set per pair)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
     p.add_argument("--num-processes", type=int, default=None)
@@ -69,7 +71,7 @@ def build_config(args, **overrides):
                  hidden_layers=tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None)
     kw.update({k: v for k, v in flags.items() if v is not None})
     kw.update(env=args.env, strategy=args.strategy, total_steps=args.total_steps,
-              devices=args.devices, **overrides)
+              devices=args.devices, shared_starts=getattr(args, "shared_starts", False), **overrides)
     return ESConfig(**kw)
 
 

@@ -4,11 +4,16 @@
 device of the mesh (`shard_map`, members sharded as P(axis)), its own members in
 sequential chunks of `members_per_chunk` (`lax.map`: memory grows with the chunk,
 not the population). A chunk decodes each member's parameters (rlx's OpenAI-ES
-regenerates them from a key), resets `episodes` environments from keys shared by
-all members (common random numbers: every member meets the same starts in a
-generation), and steps them with the member's deterministic policy in a
-`lax.while_loop` that stops when every episode of the chunk has ended (or at the
-time limit). The loop carries returns and observation sums, never trajectories.
+regenerates them from a key), resets `episodes` environments per member and
+steps them with the member's deterministic policy in a `lax.while_loop` that
+stops when every episode of the chunk has ended (or at the time limit). The
+loop carries returns and observation sums, never trajectories.
+
+Episode starts: by default the two members of a mirrored pair (global indices
+2j, 2j+1) share their starts and pairs differ, so the population covers many
+starts while each +/- difference compares like with like. `shared_starts=True`
+gives every member the same starts (common random numbers, as evosax's
+BraxProblem). Starts depend on global member indices, never on the device.
 
 Outputs: per-member mean undiscounted return and episode length (sharded, N
 scalars), the env steps consumed, and the observation statistics of the
@@ -69,6 +74,7 @@ class Evaluator:
     members_per_chunk: members evaluated at once per device (None: all local
     members). mesh/axis: shard members over this mesh (None: one device).
     normalize_observations / obs_clip: policies see clip((o - mean)/std, +-clip).
+    shared_starts: every member meets the same starts (else one set per mirrored pair).
     """
 
     env: Env
@@ -80,6 +86,7 @@ class Evaluator:
     axis: str = AXIS
     normalize_observations: bool = True
     obs_clip: float = 5.0
+    shared_starts: bool = False
 
     @property
     def steps(self) -> int:
@@ -94,20 +101,27 @@ class Evaluator:
         return c
 
     def starts(self, key: jax.Array, episodes: int | None = None) -> EnvState:
-        """`episodes` initial states from `key` (shared by every member)."""
+        """`episodes` initial states from `key`."""
         return jax.vmap(self.env.reset)(jax.random.split(key, episodes or self.episodes))
+
+    def member_starts(self, key: jax.Array, index: jax.Array) -> EnvState:
+        """Starts [C, E] of the members with global indices `index` [C]."""
+        if self.shared_starts:
+            s = self.starts(key)
+            return jax.tree.map(lambda x: jnp.broadcast_to(x, index.shape + x.shape), s)
+        return jax.vmap(lambda i: self.starts(jax.random.fold_in(key, i // 2)))(index)
 
     def rollout(self, params: Any, starts: EnvState, obs_stats: obs_norm.RunningStats
                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-        """Run C members (params leading [C]) from E shared starts until all episodes end.
+        """Run C members (params leading [C]) from their starts [C, E] until all episodes end.
 
         Returns per member: returns [C, E], lengths [C, E], observation count [C],
         S1 [C, *obs], S2 [C, *obs] (sums about obs_stats.mean over alive steps).
         """
         c = population_size(params)
-        e = population_size(starts)
+        e = jax.tree.leaves(starts)[0].shape[1]
         obs_shape = self.env.obs_shape
-        state = jax.tree.map(lambda x: jnp.broadcast_to(x, (c,) + x.shape), starts)
+        state = starts
         step = jax.vmap(jax.vmap(self.env.step))
         act = jax.vmap(self.act)
         shift = obs_stats.mean
@@ -146,12 +160,14 @@ class Evaluator:
         """One device: its members in chunks; per-member returns and summed moments."""
         n = population_size(members)
         c = self.chunk(n)
-        starts = self.starts(key)
-        chunks = jax.tree.map(lambda x: x.reshape((n // c, c) + x.shape[1:]), members)
+        first = jax.lax.axis_index(self.axis) * n if self.mesh is not None else 0
+        index = first + jnp.arange(n)
+        chunks = jax.tree.map(lambda x: x.reshape((n // c, c) + x.shape[1:]), (members, index))
 
-        def one_chunk(m):
+        def one_chunk(xs):
+            m, idx = xs
             params = jax.vmap(decode, in_axes=(None, 0))(context, m)
-            ret, length, cnt, s1, s2 = self.rollout(params, starts, obs_stats)
+            ret, length, cnt, s1, s2 = self.rollout(params, self.member_starts(key, idx), obs_stats)
             mret = ret.mean(1)
             ok = jnp.isfinite(mret) & jnp.isfinite(s1.reshape(c, -1)).all(1) & jnp.isfinite(
                 s2.reshape(c, -1)).all(1)
@@ -187,7 +203,8 @@ class Evaluator:
                         episodes: int) -> dict[str, jax.Array]:
         """Mean, std and length of `episodes` episodes of one parameter pytree (no sharding)."""
         batched = jax.tree.map(lambda x: x[None], params)
-        ret, length, *_ = self.rollout(batched, self.starts(key, episodes), obs_stats)
+        starts = jax.tree.map(lambda x: x[None], self.starts(key, episodes))
+        ret, length, *_ = self.rollout(batched, starts, obs_stats)
         return {"eval_return": ret.mean(), "eval_return_std": ret.std(),
                 "eval_length": length.mean()}
 

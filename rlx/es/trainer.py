@@ -59,6 +59,7 @@ class ESConfig:
     normalize_observations: bool = True
     obs_clip: float = 5.0
     members_per_chunk: int | None = None  # per device; None: all local members at once
+    shared_starts: bool = False  # every member the same episode starts (else per mirrored pair)
     devices: int | None = None  # mesh size; None: every device (all processes)
     num_evals: int = 11
     eval_episodes: int = 8
@@ -145,7 +146,7 @@ def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
     evaluator = Evaluator(env, act, episodes=config.episodes_per_member,
                           members_per_chunk=config.members_per_chunk, mesh=mesh,
                           normalize_observations=config.normalize_observations,
-                          obs_clip=config.obs_clip)
+                          obs_clip=config.obs_clip, shared_starts=config.shared_starts)
     return env, net, strategy, evaluator, mesh
 
 
