@@ -30,7 +30,7 @@ PRESETS = {
                     num_evals=11, eval_envs=32),
 }
 QUICK = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
-             eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16))
+             eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
 
 
 def build_config(args):

@@ -89,15 +89,17 @@ def size(tree: Any) -> int:
 
 
 def pmap_population(fn: Callable, mesh: Mesh | None = None, axis: str = AXIS,
-                    donate: bool = False) -> Callable:
+                    donate: bool = False, axis_name: str | None = None) -> Callable:
     """`jit(vmap(fn))` whose inputs and outputs are sharded over `mesh` on their leading axis.
 
     Each device computes its own members; only what `fn`'s outputs need crosses
     devices. Inputs must be placed with `shard` (or are placed on call). With no
     mesh this is plain `jit(vmap(fn))`. With `axis=None` the members are
     replicated on every device of the mesh (for an `fn` that shards its own work).
+    `axis_name` names the vmapped member axis for collectives inside `fn`
+    (`lax.pmean(x, axis_name)` then averages over all members, across devices).
     """
-    vfn = jax.vmap(fn)
+    vfn = jax.vmap(fn, axis_name=axis_name)
     if mesh is None:
         return jax.jit(vfn, donate_argnums=0 if donate else ())
     s = sharding(mesh, axis)

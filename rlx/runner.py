@@ -184,9 +184,10 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
         mesh, axis = trainer.mesh, None
     else:
         mesh, axis = choose_mesh(members, devices), population.AXIS
-    init = population.pmap_population(trainer.init, mesh, axis)
-    evaluate = population.pmap_population(trainer.evaluate, mesh, axis)
-    chunk = population.pmap_population(trainer.run_chunk, mesh, axis, donate=True)
+    name = trainer.axis_name
+    init = population.pmap_population(trainer.init, mesh, axis, axis_name=name)
+    evaluate = population.pmap_population(trainer.evaluate, mesh, axis, axis_name=name)
+    chunk = population.pmap_population(trainer.run_chunk, mesh, axis, donate=True, axis_name=name)
     num_chunks = trainer.num_evals - 1
 
     mngr = _manager(Path(out_dir) / "checkpoints") if (out_dir is not None and checkpoint) else None

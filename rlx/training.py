@@ -37,6 +37,9 @@ class Trainer:
     # Set by trainers that shard their own population (ES) over this mesh: the
     # runner then replicates its members (seeds) over the mesh instead of sharding them.
     mesh: Any = None
+    # Set by trainers whose members are shards of ONE agent (data parallelism):
+    # they must be vmapped with this axis name (collectives average over it).
+    axis_name: str | None = None
 
     @property
     def num_updates(self) -> int:

@@ -101,8 +101,8 @@ class PPOConfig:
     value_layers: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     num_evals: int = 5
-    eval_envs: int = 16
-    axis_name: str | None = None  # set when one agent's envs are split across a vmap/mesh axis
+    eval_envs: int = 16  # per data-parallel shard
+    axis_name: str | None = None  # data parallelism: envs split over this vmap/mesh axis
 
     def validate(self) -> None:
         """Raise `ValueError` for any value that cannot work, before anything compiles."""
@@ -300,11 +300,15 @@ def make_train(config: PPOConfig, env: Env | None = None,
 
     def evaluate_fn(state: PPOState) -> dict:
         key = jax.random.fold_in(state.eval_key, state.update)
-        return evaluate(env, act_deterministic(state), key, config.eval_envs)
+        if axis is None:
+            return evaluate(env, act_deterministic(state), key, config.eval_envs)
+        # data parallel: every shard evaluates `eval_envs` episodes of its own
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+        return jax.lax.pmean(evaluate(env, act_deterministic(state), key, config.eval_envs), axis)
 
     return Trainer(init=init, update=update, evaluate=evaluate_fn, default_hparams=config.hparams(),
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_update)
+                   steps_per_update=steps_per_update, axis_name=axis)
 
 
 def policy_fn(config: PPOConfig, env: Env, deterministic: bool = True):

@@ -1,0 +1,145 @@
+"""PPO training throughput against Brax's own PPO, on Brax's defaults.
+
+    python experiments/bench_ppo.py                      # rlx only, one JSON line
+    python experiments/bench_ppo.py --with-anchor        # rlx, then ../shared/anchors/brax_ppo.sh
+
+The config is the anchor's (Brax's PPO defaults on reacher/spring): policy MLP
+4x32 and value MLP 5x256 (swish), tanh-squashed Gaussian, clip 0.3, GAE lambda
+0.95, normalised advantages, 256 envs, 32 minibatches of 256 unrolls of 50 steps
+(409,600 env steps per update, collected as 1,600 steps of 256 envs), 8 epochs,
+discount 0.95, reward scaling 5, entropy 1e-3, observation normalisation, Brax's
+cached-start auto-reset, 1M requested steps (rounded up to 4 updates = 1.64M),
+5 evaluations of 128 deterministic episodes.
+
+`env_steps_per_s` is measured as the anchor measures it: env steps between the
+first and the last evaluation over the time between them (training compile
+included, since both compile after the first evaluation). `compile_s` is the
+time from the start to the first finished update. One agent's envs are split
+over the devices (data parallel, gradients averaged): on CPU one device per core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ANCHOR = ROOT.parent / "shared" / "anchors" / "brax_ppo.sh"
+
+
+def run_rlx(args) -> dict:
+    import dataclasses
+
+    import jax
+
+    from experiments.ppo import PRESETS
+    from rlx import envs, runner
+    from rlx.algos import ppo
+    from rlx.rollout import random_policy, reset, rollout
+
+    ndev = args.devices or len(jax.devices())
+    kw = dict(PRESETS["brax"], env=args.env, backend=args.backend, total_steps=args.total_steps)
+    base = ppo.PPOConfig(**kw)
+    if base.num_envs % ndev or base.eval_envs % ndev:
+        raise ValueError(f"num_envs {base.num_envs} and eval_envs {base.eval_envs} must divide "
+                         f"over {ndev} devices")
+    cfg = dataclasses.replace(base, num_envs=base.num_envs // ndev, eval_envs=base.eval_envs // ndev,
+                              axis_name="dp" if ndev > 1 else None)
+    trainer = ppo.make_train(cfg, on_update=runner.on_update)
+    key = jax.random.PRNGKey(args.seed)
+    keys = jax.numpy.stack([key] * ndev)  # the shards of one agent share its key
+    res = runner.run(trainer, keys, None, devices=ndev, progress=False)
+    steps = [s * ndev for s in res.eval_steps]
+    sps = (steps[-1] - steps[0]) / (res.eval_times[-1] - res.eval_times[0])
+
+    # env-only throughput: the same envs, random actions, no policy
+    env = envs.make(args.env, backend=args.backend, fresh_reset=False)
+    roll = jax.jit(lambda s, k: rollout(env, random_policy(env), s, k, 1000))
+    s = reset(env, key, base.num_envs)
+    jax.block_until_ready(roll(s, key))
+    t = time.time()
+    jax.block_until_ready(roll(s, jax.random.fold_in(key, 1)))
+    env_only = base.num_envs * 1000 / (time.time() - t)
+
+    return {"bench": "ppo", "impl": "rlx", "env": args.env, "backend": args.backend,
+            "devices": ndev, "env_steps": steps[-1], "wall_s": round(res.wall_s, 1),
+            "env_steps_per_s": round(sps, 1), "compile_s": round(res.compile_s or float("nan"), 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "env_only_steps_per_s": round(env_only, 1),
+            "eval_returns": [round(float(r), 2) for r in res.eval["eval_return"].mean(1)],
+            "params_digest": runner.params_digest(res.state.params)}
+
+
+# Runs the anchor file in its own venv and reports when its first update finished.
+_ANCHOR_DRIVER = r"""
+import json, resource, sys, time
+t_start = time.time()
+path = sys.argv[1]
+sys.argv = [path] + sys.argv[2:]
+ns = {"__name__": "__main__"}
+exec(compile(open(path).read(), path, "exec"), ns)
+stamps = ns["stamps"]
+print(json.dumps({"first_update_s": round(stamps[1][1] - t_start, 1) if len(stamps) > 1 else None,
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def run_anchor(args) -> dict:
+    venv = os.environ.get("BRAX_ANCHOR_VENV", "/tmp/brax-anchor-venv")
+    subprocess.run(["bash", str(ANCHOR), "--help"], check=True, capture_output=True)  # builds the venv
+    flags = ["--env", args.env, "--backend", args.backend, "--total-steps", str(args.total_steps),
+             "--seed", str(args.seed)]
+    out = subprocess.run([f"{venv}/bin/python", "-c", _ANCHOR_DRIVER, str(ANCHOR.with_suffix(".py")),
+                          *flags], check=True, capture_output=True, text=True).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    result = lines[0]
+    result.update(lines[1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--env", default="reacher")
+    p.add_argument("--backend", default="spring")
+    p.add_argument("--total-steps", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--devices", type=int, default=None, help="default: all (one per core on CPU)")
+    p.add_argument("--with-anchor", action="store_true", help="also run Brax's PPO, same config")
+    p.add_argument("--rlx-only", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.rlx_only or not args.with_anchor:
+        sys.path.insert(0, str(ROOT))
+        from experiments import common
+
+        common.setup()
+        out = run_rlx(args)
+        print(json.dumps(out), flush=True)
+        return out
+    # rlx in its own process (clean peak memory), then the anchor, back to back
+    cmd = [sys.executable, __file__, "--rlx-only", "--env", args.env, "--backend", args.backend,
+           "--total-steps", str(args.total_steps), "--seed", str(args.seed)]
+    if args.devices:
+        cmd += ["--devices", str(args.devices)]
+    rlx_out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                        cwd=ROOT).stdout.strip().splitlines()[-1])
+    anchor = run_anchor(args)
+    out = dict(rlx_out)
+    out["anchor"] = anchor
+    out["speedup_vs_anchor"] = round(rlx_out["env_steps_per_s"] / anchor["train_steps_per_s"], 2)
+    out["compile_ratio_vs_anchor"] = (round(rlx_out["compile_s"] / anchor["first_update_s"], 2)
+                                      if anchor.get("first_update_s") else None)
+    out["memory_ratio_vs_anchor"] = round(rlx_out["peak_rss_mb"] / anchor["peak_rss_mb"], 2)
+    print(json.dumps(out), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

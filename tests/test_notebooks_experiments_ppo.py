@@ -1,0 +1,59 @@
+"""Every PPO experiment's --quick mode and the PPO notebook run end to end."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_notebook(name: str) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    os.environ["RLX_QUICK"] = "1"
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+
+
+def test_ppo_quickstart_notebook():
+    run_notebook("ppo_quickstart.ipynb")
+
+
+@pytest.mark.parametrize("module", ["ppo", "ppo_clip_ablation"])
+def test_experiment_quick(module, tmp_path):
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{module}")
+    mod.main(["--out", str(tmp_path), "--quick", "--no-progress"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("env", "env_steps", "wall_s", "final_return", "params_digest"):
+        assert key in summary, key
+    assert (tmp_path / "metrics.csv").stat().st_size > 0
+    assert list(tmp_path.glob("*.png"))
+
+
+def test_ppo_cli_rejects_bad_input(tmp_path, capsys):
+    from experiments import ppo
+
+    with pytest.raises(SystemExit) as e:
+        ppo.main(["--out", str(tmp_path), "--env", "nope", "--no-progress"])
+    assert e.value.code == 2
+    assert "unknown environment 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ppo.main(["--out", str(tmp_path), "--env", "CartPole-v1", "--seeds", "3", "--devices", "2",
+                  "--no-progress"])
+    assert "not divisible" in capsys.readouterr().err
+
+
+def test_ppo_cli_resumes(tmp_path):
+    from experiments import ppo
+
+    args = ["--out", str(tmp_path), "--quick", "--no-progress", "--env", "CartPole-v1"]
+    first = ppo.main(args)
+    again = ppo.main(args)
+    assert again["resumed_from_chunk"] == 2  # the finished run is found, nothing is redone
+    assert again["params_digest"] == first["params_digest"]
