@@ -1,0 +1,263 @@
+"""EPG's inner loop: a Gaussian MLP policy trained by Adam on the learned loss.
+
+One inner lifetime on one task (all inside `lax.scan`, so it vmaps over tasks
+and loss-parameter perturbations):
+
+    fill the buffer: num_envs x buffer_size steps with the initial policy
+    repeat inner_updates times:
+        roll out rollout_length steps per env, push them into the buffer (oldest out)
+        sgd_steps Adam steps on  L_phi(buffer; pi_theta) + alpha * L_PPO(buffer; pi_theta)
+    fitness = mean return of eval_envs episodes of the final deterministic policy
+
+L_phi is `rlx.epg.loss_net` (its gradient reaches theta through the policy's
+outputs and log-probabilities of the buffer's actions); L_PPO is the clipped
+surrogate `rlx.losses.ppo_surrogate` with returns-to-go (`rlx.losses.gae` with
+zero values, lambda 1) as normalised advantages -- the paper's annealed
+auxiliary term.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rlx import distributions, losses
+from rlx.envs import normalize as obs_norm
+from rlx.envs.base import Env, EnvState
+from rlx.epg.config import EPGConfig
+from rlx.epg.loss_net import EPGLossNet, reduce_loss
+from rlx.networks import MLP
+from rlx.rollout import episode_stats, evaluate, reset, rollout
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class GaussianPolicy(nn.Module):
+    """loc = MLP(obs), state-independent log_std (clipped), optional memory vector."""
+
+    action_size: int
+    layers: tuple[int, ...] = (32, 32)
+    activation: str = "tanh"
+    init_log_std: float = -0.5
+    memory_size: int = 0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        loc = MLP(self.layers, self.action_size, self.activation, 0.01, name="mlp")(obs)
+        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),
+                             (self.action_size,))
+        log_std = jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+        dist = jnp.concatenate([loc, jnp.broadcast_to(log_std, loc.shape)], -1)
+        memory = self.param("memory", nn.initializers.zeros, (self.memory_size,))
+        return dist, memory
+
+
+@struct.dataclass
+class Buffer:
+    """The last `buffer_size` steps of every env, [N, B, ...] (oldest first)."""
+
+    obs: jax.Array  # as the policy saw it (normalised if enabled)
+    action: jax.Array  # raw Gaussian sample
+    reward: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    log_prob: jax.Array  # behaviour policy's log-probability (for the PPO term)
+
+
+@struct.dataclass
+class InnerState:
+    params: Any
+    opt_state: Any
+    obs_stats: obs_norm.RunningStats
+    env_state: EnvState
+    buffer: Buffer
+    key: jax.Array
+    update: jax.Array
+    return_sum: jax.Array  # completed training episodes so far (for curves)
+    return_count: jax.Array
+
+
+class Inner:
+    """The inner loop of `config` on environments of its task family (pure functions)."""
+
+    def __init__(self, config: EPGConfig):
+        config.validate()
+        self.config = c = config
+        self.family = c.task_family()
+        env = self.family.template_env()
+        self.obs_size = env.obs_shape[0]
+        self.action_size = env.action_spec.size
+        self.policy = GaussianPolicy(self.action_size, tuple(c.policy_layers), c.activation,
+                                     c.init_log_std, c.memory_size)
+        self.loss_net = EPGLossNet(tuple(tuple(l) for l in c.conv), tuple(c.dense))
+        self.optimizer = optax.chain(optax.clip_by_global_norm(c.inner_max_grad_norm),
+                                     optax.adam(c.inner_lr))
+
+    # ---- shapes and initial parameters ------------------------------------------------------
+    @property
+    def feature_size(self) -> int:
+        a = self.action_size
+        return self.obs_size + a + 1 + 1 + 2 * a + 1 + 1 + self.config.memory_size
+
+    def init_loss_params(self, key: jax.Array) -> Any:
+        return self.loss_net.init(key, jnp.zeros((self.config.buffer_size, self.feature_size)))
+
+    def init_policy_params(self, key: jax.Array) -> Any:
+        return self.policy.init(key, jnp.zeros((1, self.obs_size)))
+
+    # ---- the losses ---------------------------------------------------------------------------
+    def features(self, policy_params: Any, buf: Buffer) -> tuple[jax.Array, jax.Array]:
+        """Step features [N, B, F] and log pi(a_t|o_t) [N, B] under `policy_params`."""
+        c = self.config
+        dist_params, memory = self.policy.apply(policy_params, buf.obs)
+        log_prob = distributions.make("gaussian", dist_params).log_prob(buf.action)
+        n, b = log_prob.shape
+        rel_time = jnp.broadcast_to(jnp.arange(b, dtype=jnp.float32) / b, (n, b))
+        mem = jnp.broadcast_to(memory, (n, b, c.memory_size))
+        x = jnp.concatenate([buf.obs, buf.action, (buf.reward * c.reward_scale)[..., None],
+                             buf.terminated.astype(jnp.float32)[..., None], dist_params,
+                             log_prob[..., None], rel_time[..., None], mem], -1)
+        return x, log_prob
+
+    def learned_loss(self, loss_params: Any, policy_params: Any, buf: Buffer) -> jax.Array:
+        """L_phi: the loss network's scalar, averaged over the envs' buffers."""
+        x, log_prob = self.features(policy_params, buf)
+        per_env = jax.vmap(lambda xi, lp: reduce_loss(self.loss_net, loss_params, xi, lp,
+                                                      self.config.loss_form))(x, log_prob)
+        return per_env.mean()
+
+    def ppo_loss(self, policy_params: Any, buf: Buffer) -> jax.Array:
+        """Clipped surrogate with normalised returns-to-go (no critic), the auxiliary term."""
+        c = self.config
+        dist_params, _ = self.policy.apply(policy_params, buf.obs)
+        log_prob = distributions.make("gaussian", dist_params).log_prob(buf.action)
+        zeros = jnp.zeros_like(buf.reward.T)
+        returns, _ = losses.gae(buf.reward.T * c.reward_scale, zeros, zeros, buf.terminated.T,
+                                buf.done.T, c.gamma, 1.0)
+        adv = jax.lax.stop_gradient(losses.normalize(returns.T))
+        return losses.ppo_surrogate(log_prob, buf.log_prob, adv, c.ppo_clip)
+
+    def total_loss(self, policy_params, loss_params, buf: Buffer, alpha) -> jax.Array:
+        total = self.learned_loss(loss_params, policy_params, buf)
+        if self.config.ppo_coef > 0:
+            total = total + alpha * self.ppo_loss(policy_params, buf)
+        return total
+
+    # ---- acting -------------------------------------------------------------------------------
+    def _norm(self, stats, obs):
+        return obs_norm.normalize(stats, obs) if self.config.normalize_observations else obs
+
+    def _collect(self, env: Env, params, stats, env_state, key, length):
+        def policy(obs, k):
+            o = self._norm(stats, obs)
+            dist = distributions.make("gaussian", self.policy.apply(params, o)[0])
+            raw = dist.sample(k)
+            return dist.to_env(raw), raw, {"log_prob": dist.log_prob(raw), "obs": o}
+
+        env_state, tr = rollout(env, policy, env_state, key, length)
+        to_nb = lambda x: jnp.swapaxes(x, 0, 1)  # [T, N] -> [N, T]
+        new = Buffer(obs=to_nb(tr.extras["obs"]), action=to_nb(tr.action),
+                     reward=to_nb(tr.reward), terminated=to_nb(tr.terminated),
+                     done=to_nb(tr.done), log_prob=to_nb(tr.extras["log_prob"]))
+        return env_state, new, tr
+
+    def act_deterministic(self, state: InnerState):
+        def act(obs):
+            dist_params, _ = self.policy.apply(state.params, self._norm(state.obs_stats, obs))
+            return distributions.make("gaussian", dist_params).mode()
+        return act
+
+    # ---- the lifetime ---------------------------------------------------------------------------
+    def init(self, env: Env, key: jax.Array) -> InnerState:
+        c = self.config
+        k_pol, k_env, k_fill, k_next = jax.random.split(key, 4)
+        params = self.init_policy_params(k_pol)
+        stats = obs_norm.init(env.obs_shape)
+        env_state = reset(env, k_env, c.num_envs)
+        env_state, buf, tr = self._collect(env, params, stats, env_state, k_fill, c.buffer_size)
+        if c.normalize_observations:
+            stats = obs_norm.update(stats, tr.obs)
+        ep = episode_stats(tr)
+        return InnerState(params=params, opt_state=self.optimizer.init(params), obs_stats=stats,
+                          env_state=env_state, buffer=buf, key=k_next,
+                          update=jnp.zeros((), jnp.int32), return_sum=ep["episode_return_sum"],
+                          return_count=ep["episode_count"])
+
+    def update(self, env: Env, state: InnerState, loss_params: Any, alpha: jax.Array
+               ) -> tuple[InnerState, dict]:
+        c = self.config
+        key, k_roll = jax.random.split(state.key)
+        env_state, new, tr = self._collect(env, state.params, state.obs_stats, state.env_state,
+                                           k_roll, c.rollout_length)
+        buf = jax.tree.map(lambda old, x: jnp.concatenate([old[:, c.rollout_length:], x], 1),
+                           state.buffer, new)
+
+        def sgd(carry, _):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(self.total_loss)(params, loss_params, buf, alpha)
+            step, opt_state = self.optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, step), opt_state), loss
+
+        (params, opt_state), loss = jax.lax.scan(sgd, (state.params, state.opt_state), None,
+                                                 length=c.sgd_steps)
+        stats = obs_norm.update(state.obs_stats, tr.obs) if c.normalize_observations \
+            else state.obs_stats
+        ep = episode_stats(tr)
+        new_state = state.replace(params=params, opt_state=opt_state, obs_stats=stats,
+                                  env_state=env_state, buffer=buf, key=key,
+                                  update=state.update + 1,
+                                  return_sum=state.return_sum + ep["episode_return_sum"],
+                                  return_count=state.return_count + ep["episode_count"])
+        metrics = {"loss": loss[0], "loss_after": loss[-1],
+                   "train_return": ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0),
+                   "episodes": ep["episode_count"]}
+        return new_state, metrics
+
+    def evaluate(self, env: Env, state: InnerState, key: jax.Array) -> jax.Array:
+        """Mean return of `eval_envs` episodes of the deterministic (mean) policy."""
+        return evaluate(env, self.act_deterministic(state), key, self.config.eval_envs)["eval_return"]
+
+    def lifetime(self, loss_params: Any, task: jax.Array, key: jax.Array,
+                 alpha: jax.Array | float = 0.0, updates: int | None = None
+                 ) -> tuple[jax.Array, dict]:
+        """One inner lifetime on `task`: (final eval return, per-update metrics [U])."""
+        env = self.family.make_env(task)
+        k_init, k_eval = jax.random.split(key)
+        alpha = jnp.asarray(alpha, jnp.float32)
+        state = self.init(env, k_init)
+        state, metrics = jax.lax.scan(lambda s, _: self.update(env, s, loss_params, alpha), state,
+                                      None, length=updates or self.config.inner_updates)
+        return self.evaluate(env, state, k_eval), metrics
+
+    def curve(self, loss_params: Any, task: jax.Array, key: jax.Array, updates: int,
+              num_points: int, alpha: jax.Array | float = 0.0) -> dict:
+        """Learning curve: eval return at update 0 and after every updates/(num_points-1) updates.
+
+        Returns {"env_steps": [P], "eval_return": [P], "train_return": [U]} (env steps of
+        the lifetime so far, evaluation episodes not counted).
+        """
+        c = self.config
+        per = max(1, -(-updates // (num_points - 1)))
+        env = self.family.make_env(task)
+        k_init, k_eval = jax.random.split(key)
+        alpha = jnp.asarray(alpha, jnp.float32)
+        state = self.init(env, k_init)
+        first = self.evaluate(env, state, jax.random.fold_in(k_eval, 0))
+
+        def chunk(s, i):
+            s, m = jax.lax.scan(lambda s, _: self.update(env, s, loss_params, alpha), s, None,
+                                length=per)
+            return s, (self.evaluate(env, s, jax.random.fold_in(k_eval, i + 1)), m["train_return"])
+
+        _, (evals, train) = jax.lax.scan(chunk, state, jnp.arange(num_points - 1))
+        steps = c.num_envs * (c.buffer_size + jnp.arange(num_points) * per * c.rollout_length)
+        return {"env_steps": steps, "eval_return": jnp.concatenate([first[None], evals]),
+                "train_return": train.reshape(-1)}
+
+
+__all__ = ["Inner", "InnerState", "Buffer", "GaussianPolicy"]

@@ -1,0 +1,173 @@
+"""EPG's outer loop: ES over the learned loss's parameters, as a `rlx.training.Trainer`.
+
+One update is one generation (Houthooft et al. 2018, Algorithm 1):
+
+    members  = antithetic (key, sign) pairs           rlx.es.OpenAIES.ask
+    phi_i    = mu + sigma * s_i * eps(k_i)             regenerated on the member's device
+    tasks    = tasks_per_member goals from the training region (a mirrored pair shares them)
+    F_i      = mean over its tasks of the final return of an inner lifetime trained on L_phi_i
+    mu      <- Adam(-g + lambda mu),  g = 1/(N sigma) sum_i rank(F)_i s_i eps(k_i)
+
+The N x K inner lifetimes are one `shard_map` over the device mesh (members
+P('pop'), each device vmaps its own members x tasks); only N fitness scalars and
+one D-vector all-reduce (the ES gradient) cross devices. The PPO auxiliary
+weight alpha = ppo_coef * max(0, 1 - generation / (ppo_anneal_frac * G)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, PartitionSpec as P
+
+from rlx import population as pop_lib
+from rlx.epg.config import EPGConfig, openai_epg
+from rlx.epg.inner import Inner
+from rlx.es.openai_es import OpenAIES
+from rlx.es.strategies import ESHParams, RlxStrategy
+from rlx.es.trainer import fitness_metrics
+from rlx.training import Trainer
+
+
+@struct.dataclass
+class EPGState:
+    strategy_state: Any
+    key: jax.Array
+    eval_key: jax.Array
+    generation: jax.Array
+    hparams: ESHParams
+
+
+def ppo_weight(config: EPGConfig, generation: jax.Array) -> jax.Array:
+    """alpha(g) = ppo_coef * clip(1 - g / (ppo_anneal_frac * G), 0, 1); constant if frac = 0."""
+    if config.ppo_coef == 0:
+        return jnp.zeros((), jnp.float32)
+    if config.ppo_anneal_frac == 0:
+        return jnp.asarray(config.ppo_coef, jnp.float32)
+    span = config.ppo_anneal_frac * config.generations
+    return config.ppo_coef * jnp.clip(1.0 - generation.astype(jnp.float32) / span, 0.0, 1.0)
+
+
+def make_strategy(config: EPGConfig, template: Any, mesh: Mesh | None) -> RlxStrategy:
+    """rlx's OpenAI-ES over the loss parameters, Adam with EPG's x0.1 step mid-way."""
+    decay_at = int(config.outer_lr_decay_at * config.generations)
+    lr = (optax.piecewise_constant_schedule(config.outer_lr, {decay_at: 0.1})
+          if config.outer_lr_decay_at < 1 else config.outer_lr)
+    return RlxStrategy(OpenAIES(config.population_size, template, optimizer=optax.adam(lr),
+                                sigma=config.sigma, weight_decay=config.weight_decay, mesh=mesh))
+
+
+def build(config: EPGConfig, mesh: Mesh | None = None):
+    """(inner, strategy, mesh), validated before any compile."""
+    config.validate()
+    mesh = mesh if mesh is not None else pop_lib.make_mesh(config.devices)
+    pop_lib.check_divisible(config.population_size, mesh)
+    inner = Inner(config)
+    template = inner.init_loss_params(jax.random.PRNGKey(0))
+    return inner, make_strategy(config, template, mesh), mesh
+
+
+def population_fitness(config: EPGConfig, inner: Inner, strategy: RlxStrategy, mesh: Mesh | None,
+                       context: Any, members: Any, key: jax.Array, alpha: jax.Array):
+    """Final returns [N, K] of every member on its K tasks, sharded over `mesh`."""
+    family = inner.family
+    k = config.tasks_per_member
+
+    def local(context, members, key, alpha):
+        n = members.sign.shape[0]
+        first = jax.lax.axis_index(pop_lib.AXIS) * n if mesh is not None else 0
+        index = first + jnp.arange(n)
+
+        def one(member, i):
+            phi = strategy.decode(context, member)
+            pair_key = jax.random.fold_in(key, i // 2)  # a mirrored pair: same tasks and seeds
+            k_task, k_life = jax.random.split(pair_key)
+            tasks = family.sample(k_task, k, config.train_region)
+            ret, m = jax.vmap(lambda t, kk: inner.lifetime(phi, t, kk, alpha))(
+                tasks, jax.random.split(k_life, k))
+            return ret, m["loss"].mean()
+
+        return jax.vmap(one)(members, index)
+
+    if mesh is not None:
+        local = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(pop_lib.AXIS), P(), P()),
+                              out_specs=(P(pop_lib.AXIS), P(pop_lib.AXIS)), check_vma=False)
+    return local(context, members, key, alpha)
+
+
+def make_train(config: EPGConfig, mesh: Mesh | None = None,
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+    """EPG as a `Trainer` whose population of loss perturbations is sharded over `mesh`.
+
+    Train metrics per generation: return_mean/max/min (fitness over members),
+    alpha (PPO weight), learned_loss, env_steps, params_norm, grad_norm, update_norm.
+    Eval metrics: the mean loss trains fresh agents on `eval_tasks` new training-region
+    tasks (eval_return) and test-region tasks (ood_return), alpha as at that generation.
+    """
+    inner, strategy, mesh = build(config, mesh)
+    family = inner.family
+    steps_per_gen = config.population_size * config.tasks_per_member * config.inner_env_steps
+    updates_per_eval = max(1, math.ceil(config.generations / (config.num_evals - 1)))
+
+    def hparams() -> ESHParams:
+        return ESHParams(sigma=jnp.asarray(config.sigma, jnp.float32),
+                         weight_decay=jnp.asarray(config.weight_decay, jnp.float32))
+
+    def init(key: jax.Array, hp: ESHParams) -> EPGState:
+        k_loss, k_strategy, k_train, k_eval = jax.random.split(key, 4)
+        phi = inner.init_loss_params(k_loss)
+        return EPGState(strategy_state=strategy.init(k_strategy, phi, hp), key=k_train,
+                        eval_key=k_eval, generation=jnp.zeros((), jnp.int32), hparams=hp)
+
+    def update(state: EPGState) -> tuple[EPGState, dict]:
+        hp = state.hparams
+        key, k_ask, k_eval, k_tell = jax.random.split(state.key, 4)
+        alpha = ppo_weight(config, state.generation)
+        members = strategy.ask(k_ask, state.strategy_state, hp)
+        returns, loss = population_fitness(config, inner, strategy, mesh,
+                                           strategy.context(state.strategy_state, hp), members,
+                                           k_eval, alpha)
+        fitness = returns.mean(1)
+        ss, extra = strategy.tell(k_tell, members, fitness, state.strategy_state, hp)
+        new_state = state.replace(strategy_state=ss, key=key, generation=state.generation + 1)
+        metrics = {**fitness_metrics(fitness), **extra, "alpha": alpha,
+                   "learned_loss": loss.mean(),
+                   "env_steps": jnp.asarray(steps_per_gen, jnp.float32),
+                   "params_norm": jnp.linalg.norm(ss.mean)}
+        if on_update is not None:
+            jax.debug.callback(on_update, new_state.generation, metrics["return_mean"])
+        return new_state, metrics
+
+    def evaluate(state: EPGState) -> dict:
+        phi = strategy.mean(state.strategy_state, state.hparams)
+        key = jax.random.fold_in(state.eval_key, state.generation)
+        alpha = ppo_weight(config, state.generation)
+        out = {}
+        for name, region in (("eval_return", config.train_region),
+                             ("ood_return", config.test_region)):
+            k_task, k_life = jax.random.split(jax.random.fold_in(key, len(out)))
+            tasks = family.sample(k_task, config.eval_tasks, region)
+            ret, _ = jax.vmap(lambda t, k: inner.lifetime(phi, t, k, alpha))(
+                tasks, jax.random.split(k_life, config.eval_tasks))
+            out[name] = ret.mean()
+        return out
+
+    return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=hparams(),
+                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
+                   steps_per_update=steps_per_gen, mesh=mesh)
+
+
+def loss_params(config: EPGConfig, state: EPGState) -> Any:
+    """The learned loss (the ES mean) of a trained state, as a parameter pytree."""
+    template = Inner(config).init_loss_params(jax.random.PRNGKey(0))
+    return ravel_pytree(template)[1](state.strategy_state.mean)
+
+
+__all__ = ["EPGConfig", "EPGState", "make_train", "build", "ppo_weight", "population_fitness",
+           "loss_params", "openai_epg"]

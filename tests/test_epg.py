@@ -1,0 +1,147 @@
+"""EPG: learned loss network, inner loop, sharded ES outer loop, tasks, save/load, experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlx import population
+from rlx.epg import (EPGConfig, EPGLossNet, Inner, TaskFamily, load_loss, make_train, ppo_weight,
+                     save_loss, train_ppo, train_with_loss)
+from rlx.epg.loss_net import conv_output_length, reduce_loss
+from rlx.epg.tasks import PointGoalEnv
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = EPGConfig(buffer_size=32, rollout_length=8, inner_updates=4, num_envs=2,
+                 conv=((4, 2, 4), (3, 2, 4)), dense=(8,), policy_layers=(8,),
+                 population_size=4, tasks_per_member=2, generations=2, num_evals=2, eval_tasks=2,
+                 eval_envs=2)
+
+
+# ---- loss network ---------------------------------------------------------------------------
+
+def test_loss_net_shapes_and_reduction():
+    assert conv_output_length(512, ((6, 5, 16), (4, 2, 32))) == 50  # openai/EPG sizes: 512 -> 102 -> 50
+    net = EPGLossNet(((6, 5, 16), (4, 2, 32)), (32, 16))
+    x = jax.random.normal(jax.random.PRNGKey(0), (512, 14))
+    params = net.init(jax.random.PRNGKey(1), x)
+    assert net.apply(params, x).shape == (512,)
+    assert params["params"]["conv0"]["kernel"].shape == (6, 14, 16)
+    lp = jax.random.normal(jax.random.PRNGKey(2), (512,))
+    for form in ("free", "pg"):
+        assert reduce_loss(net, params, x, lp, form).shape == ()
+    # pg form: d L / d log_prob = f_t / T (the learned weights), x is stop-gradient'ed
+    g = jax.grad(lambda l: reduce_loss(net, params, x, l, "pg"))(lp)
+    np.testing.assert_allclose(g, net.apply(params, x) / 512, rtol=1e-5, atol=1e-8)
+    mask = jnp.zeros(512).at[:10].set(1.0)
+    np.testing.assert_allclose(reduce_loss(net, params, x, lp, "free", mask),
+                               net.apply(params, x)[:10].mean(), rtol=1e-5)
+
+
+def test_policy_gradient_flows_through_the_learned_loss():
+    inner = Inner(TINY)
+    env = inner.family.make_env(jnp.array([1.0, 0.0]))
+    state = inner.init(env, jax.random.PRNGKey(0))
+    phi = inner.init_loss_params(jax.random.PRNGKey(1))
+    g = jax.grad(inner.learned_loss, argnums=1)(phi, state.params, state.buffer)
+    norms = [float(jnp.linalg.norm(x)) for x in jax.tree.leaves(g)]
+    assert all(np.isfinite(norms)) and max(norms) > 0
+    assert state.buffer.obs.shape == (2, 32, 4) and state.buffer.action.shape == (2, 32, 2)
+
+
+# ---- inner loop -----------------------------------------------------------------------------
+
+def test_inner_adam_steps_decrease_the_learned_loss():
+    config = EPGConfig(**{**TINY.__dict__, "sgd_steps": 20, "inner_lr": 1e-2, "ppo_coef": 0.0})
+    inner = Inner(config)
+    env = inner.family.make_env(jnp.array([1.0, 0.0]))
+    state = inner.init(env, jax.random.PRNGKey(0))
+    phi = inner.init_loss_params(jax.random.PRNGKey(1))
+    _, m = jax.jit(lambda s: inner.update(env, s, phi, 0.0))(state)
+    assert float(m["loss_after"]) < float(m["loss"])
+
+
+def test_lifetime_is_jittable_and_vmappable_over_tasks_and_losses():
+    inner = Inner(TINY)
+    tasks = inner.family.sample(jax.random.PRNGKey(0), 2, "right")
+    phis = jax.vmap(inner.init_loss_params)(jax.random.split(jax.random.PRNGKey(1), 2))
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    f = jax.jit(jax.vmap(lambda p, t, k: inner.lifetime(p, t, k, 0.5)))
+    ret, m = f(phis, tasks, keys)
+    assert ret.shape == (2,) and m["loss"].shape == (2, TINY.inner_updates)
+    assert np.all(np.isfinite(np.asarray(ret)))
+    # one member alone gives the same result as inside the vmap
+    r0, _ = jax.jit(lambda: inner.lifetime(jax.tree.map(lambda x: x[0], phis), tasks[0], keys[0],
+                                           0.5))()
+    np.testing.assert_allclose(r0, ret[0], rtol=1e-4, atol=1e-4)
+
+
+# ---- tasks ----------------------------------------------------------------------------------
+
+def test_task_regions_and_point_goal_dynamics():
+    fam = TaskFamily()
+    right = np.asarray(fam.sample(jax.random.PRNGKey(0), 256, "right"))
+    left = np.asarray(fam.sample(jax.random.PRNGKey(0), 256, "left"))
+    assert right[:, 0].min() >= -1e-6 and left[:, 0].max() <= 1e-6
+    r = np.linalg.norm(right, axis=1)
+    assert r.min() >= 0.5 - 1e-6 and r.max() <= 1.5 + 1e-6
+    env = PointGoalEnv(jnp.array([1.0, 0.0]), episode_length=3, start_noise=0.0)
+    s = env.reset(jax.random.PRNGKey(0))
+    s, out = env.step(s, jnp.array([1.0, 0.0]))
+    # vel = 1, pos = 0.1: reward = -|0.1 - 1| - 0.01 * 1
+    np.testing.assert_allclose(out.reward, -0.9 - 0.01, rtol=1e-6)
+    s, out = env.step(s, jnp.array([0.0, 0.0]))
+    s, out = env.step(s, jnp.array([0.0, 0.0]))
+    assert bool(out.truncated) and int(s.time) == 0 and float(jnp.abs(s.obs).sum()) == 0.0
+    with pytest.raises(ValueError, match="region"):
+        fam.sample(jax.random.PRNGKey(0), 2, "up")
+
+
+# ---- outer loop -----------------------------------------------------------------------------
+
+def test_ppo_weight_anneals_to_zero():
+    c = EPGConfig(generations=80, ppo_anneal_frac=0.125, ppo_coef=1.0)
+    w = [float(ppo_weight(c, jnp.asarray(g))) for g in (0, 5, 10, 40)]
+    assert w == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert float(ppo_weight(EPGConfig(ppo_coef=0.0), jnp.asarray(0))) == 0.0
+
+
+def test_es_generation_sharded_on_two_devices_equals_one_device():
+    assert len(jax.devices()) >= 2
+    results = []
+    for n in (1, 2):
+        trainer = make_train(TINY, mesh=population.make_mesh(n))
+        state = jax.jit(trainer.init)(jax.random.PRNGKey(0), trainer.default_hparams)
+        state, m = jax.jit(trainer.update)(state)
+        results.append((np.asarray(state.strategy_state.mean), float(m["return_mean"])))
+        assert m["env_steps"] == 4 * 2 * TINY.inner_env_steps
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(population_size=5), "even"),
+    (dict(family="hopper"), "family"),
+    (dict(train_region="north"), "train_region"),
+    (dict(buffer_size=8, rollout_length=4), "receptive field"),
+    (dict(rollout_length=128), "rollout_length"),
+    (dict(loss_form="magic"), "loss_form"),
+    (dict(sigma=0.0), "sigma"),
+    (dict(conv=((3, 0, 4),)), "kernel, stride"),
+    (dict(r_min=2.0, r_max=1.0), "r_min"),
+    (dict(num_evals=1), "num_evals"),
+])
+def test_validation_errors_before_compile(kw, match):
+    with pytest.raises(ValueError, match=match):
+        make_train(EPGConfig(**kw))
+
+
+def test_population_must_divide_the_mesh():
+    with pytest.raises(ValueError, match="divisible"):
+        make_train(EPGConfig(population_size=6, devices=2, tasks_per_member=1))
