@@ -65,10 +65,8 @@ def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
 
     from rlx import population
 
-    def local(keys):
+    def local(keys, a):
         s = jax.vmap(env.reset)(keys)
-        shape = (keys.shape[0],) if env.action_spec.discrete else (keys.shape[0], env.action_spec.size)
-        a = jnp.zeros(shape, jnp.int32 if env.action_spec.discrete else jnp.float32)
 
         def body(carry, _):
             s, r = carry
@@ -81,10 +79,14 @@ def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
     fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(population.AXIS),
                                out_specs=P(population.AXIS), check_vma=False))
     keys = population.shard(jax.random.split(jax.random.PRNGKey(1), num_envs), mesh)
-    jax.block_until_ready(fn(keys))
+    # constant actions passed as data (not compile-time constants XLA could fold into the physics)
+    shape = (num_envs,) if env.action_spec.discrete else (num_envs, env.action_spec.size)
+    actions = population.shard(jnp.zeros(shape, jnp.int32 if env.action_spec.discrete
+                                          else jnp.float32), mesh)
+    jax.block_until_ready(fn(keys, actions))
     t0 = time.perf_counter()
     for _ in range(repeats):
-        r = fn(keys)
+        r = fn(keys, actions)
     jax.block_until_ready(r)
     return repeats * num_envs * steps / (time.perf_counter() - t0)
 

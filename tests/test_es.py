@@ -103,10 +103,13 @@ def test_tell_descends_the_quadratic_with_weight_decay():
     es = OpenAIES(64, jnp.zeros(4), sigma=0.1, weight_decay=0.01)
     hp = es.default_params
     state = es.init(None, jnp.full(4, 3.0), hp)
-    for g in range(60):
-        pop, state = es.ask(jax.random.PRNGKey(g), state, hp)
+
+    def generation(state, key):
+        pop, state = es.ask(key, state, hp)
         fit = (es.population_matrix(pop, state, hp) ** 2).sum(1)
-        state, _ = es.tell(None, pop, fit, state, hp)
+        return es.tell(None, pop, fit, state, hp)[0], None
+
+    state, _ = jax.lax.scan(generation, state, jax.random.split(jax.random.PRNGKey(0), 60))
     assert float(jnp.abs(state.mean).max()) < 2.6
 
 

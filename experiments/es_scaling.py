@@ -1,0 +1,214 @@
+"""The ES paper's scaling figure: time per generation and time to a target return vs devices.
+
+    python -m experiments.es_scaling --out runs/es_scaling                 # reacher, 1 and 2 CPU devices
+    python -m experiments.es_scaling --out runs/s --device-counts 1,2,4,8  # on a GPU/TPU host
+
+Each device count runs in its own subprocess with its own
+XLA_FLAGS=--xla_force_host_platform_device_count=D (on CPU one device is one
+core). A worker times `--timing-generations` generations, then trains from
+the same seed until the population's mean return reaches `--target` (or
+`--max-generations`), measuring wall time after compilation. Members are
+evaluated in chunks of population / max(device counts), a power of two, so
+every device count follows the bit-identical trajectory: the generations to
+the target are the same and only the time per generation changes (Salimans
+et al. Fig. 1 measure wall-clock to a score against cores). Writes
+summary.json, metrics.csv and scaling.png (with the ideal linear line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from experiments import common
+
+
+def parse(argv):
+    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=None, seeds=None)
+    p.add_argument("--device-counts", default=None,
+                   help="comma-separated device counts (default: 1, 2, 4, ... up to the cores)")
+    p.add_argument("--population", type=int, default=256)
+    p.add_argument("--episode-length", type=int, default=None)
+    p.add_argument("--sigma", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--hidden", default="32,32")
+    p.add_argument("--target", type=float, default=None,
+                   help="population mean return to reach (default: per env)")
+    p.add_argument("--max-generations", type=int, default=200)
+    p.add_argument("--timing-generations", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+DEFAULT_TARGET = {"reacher": -60.0, "CartPole-v1": 100.0}
+QUICK = dict(population=16, hidden="8", max_generations=4, timing_generations=1)
+
+
+def worker(a) -> dict:
+    """Runs inside a subprocess with `a.worker` XLA devices; returns its measurements."""
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from rlx import runner
+    from rlx.es import ESConfig, make_train
+    from rlx.es.trainer import search_mean
+
+    counts = [int(c) for c in a.device_counts.split(",")]
+    config = ESConfig(env=a.env, population_size=a.population, sigma=a.sigma, lr=a.lr,
+                      episode_length=a.episode_length,
+                      hidden_layers=tuple(int(h) for h in a.hidden.split(",")),
+                      members_per_chunk=a.population // max(counts), devices=a.worker,
+                      generations=1, num_evals=2)
+    trainer = make_train(config)
+    rep = NamedSharding(trainer.mesh, P())
+    update = jax.jit(trainer.update, out_shardings=rep, donate_argnums=0)
+
+    def fresh():
+        return jax.jit(trainer.init, out_shardings=rep)(jax.random.PRNGKey(a.seed),
+                                                        trainer.default_hparams)
+
+    state = fresh()
+    t0 = time.perf_counter()
+    state, m = update(state)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(a.timing_generations):
+        state, m = update(state)
+    jax.block_until_ready(m)
+    sec_per_gen = (time.perf_counter() - t0) / a.timing_generations
+
+    state = fresh()
+    curve, steps, reached = [], 0.0, None
+    t0 = time.perf_counter()
+    for g in range(a.max_generations):
+        state, m = update(state)
+        r = float(m["return_mean"])  # syncs: a host-side stopping rule, as in the paper's master
+        steps += float(m["env_steps"])
+        curve.append((g + 1, time.perf_counter() - t0, steps, r))
+        if r >= a.target:
+            reached = g + 1
+            break
+    wall = time.perf_counter() - t0
+    return {"devices": len(trainer.mesh.devices.flat), "compile_s": compile_s,
+            "sec_per_generation": sec_per_gen,
+            "env_steps_per_s": trainer.steps_per_update / sec_per_gen,
+            "generations_to_target": reached, "time_to_target_s": wall if reached else None,
+            "env_steps_to_target": steps if reached else None, "final_return": curve[-1][3],
+            "params_digest": runner.params_digest(search_mean(state)), "curve": curve,
+            "platform": jax.default_backend()}
+
+
+def run_worker(a, devices: int) -> dict:
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    flags = " ".join(f for f in flags.split() if "xla_force_host_platform_device_count" not in f)
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    env["RLX_CPU_DEVICES"] = str(devices)
+    args = [sys.executable, "-m", "experiments.es_scaling", "--out", a.out, "--env", a.env,
+            "--device-counts", a.device_counts, "--population", str(a.population),
+            "--sigma", str(a.sigma), "--lr", str(a.lr), "--hidden", a.hidden,
+            "--target", str(a.target), "--max-generations", str(a.max_generations),
+            "--timing-generations", str(a.timing_generations), "--seed", str(a.seed),
+            "--worker", str(devices)]
+    if a.episode_length:
+        args += ["--episode-length", str(a.episode_length)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=root)
+    if out.returncode:
+        raise RuntimeError(f"worker with {devices} devices failed:\n{out.stderr[-3000:]}")
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def plot(path, results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    d = np.array([r["devices"] for r in results], float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = [("sec_per_generation", "seconds per generation"),
+              ("time_to_target_s", "seconds to target return")]
+    for ax, (key, label) in zip(axes, panels):
+        y = np.array([r[key] if r[key] is not None else np.nan for r in results], float)
+        ax.plot(d, y, "o-", label="rlx ES")
+        if np.isfinite(y[0]):
+            ax.plot(d, y[0] * d[0] / d, "k--", label="ideal linear")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(d, [str(int(x)) for x in d])
+        ax.set_xlabel("devices")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"ES scaling on {results[0]['platform']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse(argv)
+    if a.quick:
+        a.env = "CartPole-v1" if a.env == "reacher" else a.env
+        for k, v in QUICK.items():
+            setattr(a, k, v)
+    if a.target is None:
+        a.target = DEFAULT_TARGET.get(a.env, 0.0)
+    if a.device_counts is None:
+        n = os.cpu_count() or 1
+        a.device_counts = ",".join(str(1 << i) for i in range(n.bit_length()) if 1 << i <= n)
+    if a.worker is not None:
+        res = worker(a)
+        print(json.dumps(res))
+        return res
+
+    from rlx import logging
+
+    counts = [int(c) for c in a.device_counts.split(",")]
+    if a.population % (2 * max(counts)):
+        print(f"error: population {a.population} must be a multiple of 2 x {max(counts)} devices",
+              file=sys.stderr)
+        raise SystemExit(2)
+    t0 = time.time()
+    results = [run_worker(a, d) for d in counts]
+    base = results[0]
+    rows = []
+    for r in results:
+        r["speedup_per_generation"] = base["sec_per_generation"] / r["sec_per_generation"]
+        r["ideal_speedup"] = r["devices"] / base["devices"]
+        r["speedup_to_target"] = (base["time_to_target_s"] / r["time_to_target_s"]
+                                  if base["time_to_target_s"] and r["time_to_target_s"] else None)
+        for g, t, s, ret in r.pop("curve"):
+            rows.append({"devices": r["devices"], "generation": g, "time_s": t, "env_steps": s,
+                         "return_mean": ret})
+    last = results[-1]
+    summary = {"experiment": "es_scaling", "env": a.env, "population": a.population,
+               "target_return": a.target, "env_steps": last["env_steps_to_target"] or 0.0,
+               "wall_s": round(time.time() - t0, 2), "final_return": last["final_return"],
+               "params_digest": last["params_digest"],
+               "same_trajectory_on_every_device_count":
+                   len({r["params_digest"] for r in results}) == 1,
+               "scaling": results}
+    logging.write_json(f"{a.out}/summary.json", summary)
+    logging.write_csv(f"{a.out}/metrics.csv", rows)
+    plot(f"{a.out}/scaling.png", results)
+    for r in results:
+        print(f"{r['devices']} devices: {r['sec_per_generation']:.3f} s/generation "
+              f"(x{r['speedup_per_generation']:.2f}, ideal x{r['ideal_speedup']:.0f}); "
+              f"target {a.target} after {r['generations_to_target']} generations, "
+              f"{r['time_to_target_s']} s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
