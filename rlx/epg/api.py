@@ -92,14 +92,18 @@ def ppo_config(config: EPGConfig, steps: int, lr: float = 3e-3, num_points: int 
     return PPOConfig(**base)
 
 
-def train_ppo(task: jax.Array, key: jax.Array, steps: int, config: EPGConfig, lr: float = 3e-3,
-              num_points: int = 11, **ppo_overrides) -> dict:
-    """rlx PPO (`rlx.algos.ppo.make_train`) on the same task: {"env_steps", "eval_return"}."""
+def train_ppo(task: jax.Array, key: jax.Array, steps: int, config: EPGConfig,
+              lr: float | jax.Array = 3e-3, num_points: int = 11, **ppo_overrides) -> dict:
+    """rlx PPO (`rlx.algos.ppo.make_train`) on the same task: {"env_steps", "eval_return"}.
+
+    `lr` may be traced (it enters PPO's hyper-parameters), so a sweep is one vmap.
+    """
     from rlx.algos import ppo
 
-    pc = ppo_config(config, steps, lr, num_points, **ppo_overrides)
+    pc = ppo_config(config, steps, 3e-3, num_points, **ppo_overrides)
     trainer = ppo.make_train(pc, env=config.task_family().make_env(task))
-    _, metrics = trainer(key)
+    hp = trainer.default_hparams.replace(lr=jnp.asarray(lr, jnp.float32))
+    _, metrics = trainer(key, hp)
     n = metrics["eval"]["eval_return"].shape[0]
     env_steps = jnp.arange(n) * trainer.updates_per_eval * trainer.steps_per_update
     return {"env_steps": env_steps, "eval_return": metrics["eval"]["eval_return"],

@@ -148,15 +148,13 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
         phi = strategy.mean(state.strategy_state, state.hparams)
         key = jax.random.fold_in(state.eval_key, state.generation)
         alpha = ppo_weight(config, state.generation)
-        out = {}
-        for name, region in (("eval_return", config.train_region),
-                             ("ood_return", config.test_region)):
-            k_task, k_life = jax.random.split(jax.random.fold_in(key, len(out)))
-            tasks = family.sample(k_task, config.eval_tasks, region)
-            ret, _ = jax.vmap(lambda t, k: inner.lifetime(phi, t, k, alpha))(
-                tasks, jax.random.split(k_life, config.eval_tasks))
-            out[name] = ret.mean()
-        return out
+        k_in, k_out, k_life = jax.random.split(key, 3)
+        n = config.eval_tasks
+        tasks = jnp.concatenate([family.sample(k_in, n, config.train_region),
+                                 family.sample(k_out, n, config.test_region)])
+        ret, _ = jax.vmap(lambda t, k: inner.lifetime(phi, t, k, alpha))(
+            tasks, jax.random.split(k_life, 2 * n))
+        return {"eval_return": ret[:n].mean(), "ood_return": ret[n:].mean()}
 
     return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=hparams(),
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,

@@ -1,0 +1,148 @@
+"""Learned loss vs rlx PPO on held-out in-distribution and out-of-distribution tasks.
+
+    python -m experiments.epg --out runs/epg                              # meta-train first
+    python -m experiments.epg_generalization --out runs/epg_gen --loss runs/epg/loss
+    python -m experiments.epg_generalization --out runs/q --quick         # smoke (< 90 s)
+    # GPU (documented): a GoalAnt loss from `experiments.epg --env ant_goal --full`
+    python -m experiments.epg_generalization --out runs/ant_gen --loss runs/epg_ant/loss --full
+
+The loss was evolved on goals from its config's `train_region` (right half by
+default); here fresh agents are trained by it (alpha = 0: the learned loss
+alone) and by rlx PPO (best of --ppo-lrs, chosen on the in-distribution tasks)
+on `--tasks` new goals from the training region (held-out, in distribution) and
+from `test_region` (the other half: out of distribution), `--seeds` agents per
+task, for `--total-steps` env steps (default: the loss's own inner lifetime).
+Without --loss an untrained (randomly initialised) loss is used, which only
+makes sense as a smoke test; summary.json says so.
+
+Writes summary.json, metrics.csv, in_distribution.png, out_of_distribution.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from experiments import common
+
+
+def add_flags(p) -> None:
+    p.add_argument("--loss", default=None, help="directory written by rlx.epg.save_loss")
+    p.add_argument("--tasks", type=int, default=None, help="tasks per region (default 8, quick 2)")
+    p.add_argument("--points", type=int, default=None, help="evaluations per curve")
+    p.add_argument("--ppo-lrs", default=None, help="comma-separated PPO learning rates")
+    p.add_argument("--full", action="store_true", help="more tasks, seeds and PPO lrs (GPU)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = common.parser(__doc__.split("\n")[0], env=None, total_steps=None, seeds=2)
+    p.add_argument("--total-steps", type=int, default=None,
+                   help="env steps per agent (default: the loss's inner lifetime)")
+    add_flags(p)
+    args = p.parse_args(argv)
+    common.setup()
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rlx import logging, runner
+    from rlx.epg import EPGConfig, Inner, load_loss, train_ppo, train_with_loss
+
+    if args.loss:
+        phi, config = load_loss(args.loss)
+        source = args.loss
+    else:
+        from experiments.epg import QUICK
+
+        config = EPGConfig(**QUICK) if args.quick else EPGConfig()
+        phi = Inner(config).init_loss_params(jax.random.PRNGKey(args.seed))
+        source = "untrained (random init; smoke test only)"
+    n_tasks = args.tasks or (2 if args.quick else (32 if args.full else 8))
+    points = args.points or (3 if args.quick else 11)
+    steps = args.total_steps or config.inner_env_steps
+    default_lrs = "3e-3" if args.quick else ("3e-4,1e-3,3e-3,1e-2" if args.full else "1e-3,3e-3,1e-2")
+    lrs = [float(x) for x in (args.ppo_lrs or default_lrs).split(",")]
+    family = config.task_family()
+    seeds = args.seeds
+
+    key = jax.random.PRNGKey(10_000 + args.seed)  # not the meta-training task keys
+    k_in, k_out, k_agents = jax.random.split(key, 3)
+    regions = {"in_distribution": (config.train_region, family.sample(k_in, n_tasks, config.train_region)),
+               "out_of_distribution": (config.test_region, family.sample(k_out, n_tasks, config.test_region))}
+    agent_keys = jax.random.split(k_agents, n_tasks * seeds).reshape(n_tasks, seeds, -1)
+
+    def per_task_seed(fn):
+        return jax.jit(jax.vmap(lambda t, ks: jax.vmap(lambda k: fn(t, k))(ks)))
+
+    epg_fn = per_task_seed(lambda t, k: train_with_loss(phi, t, k, steps, config, points))
+    lr_arr = jnp.asarray(lrs, jnp.float32)
+    ppo_fn = per_task_seed(lambda t, k: jax.vmap(
+        lambda lr: train_ppo(t, k, steps, config, lr=lr, num_points=points))(lr_arr))
+
+    t0 = time.time()
+    curves = {}
+    for name, (region, tasks) in regions.items():
+        e = jax.device_get(epg_fn(tasks, agent_keys))  # [tasks, seeds, points]
+        q = jax.device_get(ppo_fn(tasks, agent_keys))  # [tasks, seeds, lrs, points]
+        curves[name] = (region, e, q)
+    wall = time.time() - t0
+
+    # PPO lr chosen on the in-distribution tasks (final return), used for both regions
+    q_in = curves["in_distribution"][2]["eval_return"]
+    best = int(np.argmax(q_in[..., -1].mean((0, 1))))
+    rows, summary_regions = [], {}
+    for name, (region, e, q) in curves.items():
+        ex, ey = np.asarray(e["env_steps"][0, 0]), np.asarray(e["eval_return"])  # [T, S, P]
+        qx, qy = np.asarray(q["env_steps"][0, 0, best]), np.asarray(q["eval_return"])
+        for i in range(points):
+            rows.append({"region": name, "goals": region, "method": "epg", "point": i,
+                         "env_step": int(ex[i]), "return_mean": float(ey[..., i].mean()),
+                         "return_std": float(ey[..., i].std())})
+            for j, lr in enumerate(lrs):
+                rows.append({"region": name, "goals": region, "method": f"ppo_lr{lr:g}", "point": i,
+                             "env_step": int(qx[i]), "return_mean": float(qy[:, :, j, i].mean()),
+                             "return_std": float(qy[:, :, j, i].std())})
+        epg_final, ppo_final = float(ey[..., -1].mean()), float(qy[:, :, best, -1].mean())
+        summary_regions[name] = {
+            "goals": region, "epg_final_return": epg_final, "ppo_final_return": ppo_final,
+            "epg_initial_return": float(ey[..., 0].mean()),
+            "epg_mean_over_curve": float(ey.mean()), "ppo_mean_over_curve": float(qy[:, :, best].mean()),
+            "ppo_final_return_per_lr": {f"{lr:g}": float(qy[:, :, j, -1].mean()) for j, lr in enumerate(lrs)},
+            "epg_beats_ppo_final": epg_final > ppo_final}
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, x, y in (("EPG learned loss", ex, ey.reshape(-1, points)),
+                            (f"PPO (lr {lrs[best]:g})", qx, qy[:, :, best].reshape(-1, points))):
+            ax.plot(x, y.mean(0), label=label)
+            ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
+        ax.set_xlabel("env steps"), ax.set_ylabel("eval return (mean +- std over tasks x seeds)")
+        ax.set_title(f"{family.name}: {name} ({region} goals)"), ax.legend(), ax.grid(alpha=0.3)
+        fig.tight_layout(), fig.savefig(f"{args.out}/{name}.png", dpi=120), plt.close(fig)
+
+    summary = {
+        "experiment": "epg_generalization", "env": family.name, "loss": source,
+        "tasks_per_region": n_tasks, "seeds": seeds, "env_steps": int(steps),
+        "env_steps_per_agent_epg": int(curves["in_distribution"][1]["env_steps"][0, 0, -1]),
+        "env_steps_per_agent_ppo": int(curves["in_distribution"][2]["env_steps"][0, 0, best, -1]),
+        "wall_s": round(wall, 2), "ppo_lrs": lrs, "ppo_best_lr": lrs[best],
+        "final_return": summary_regions["in_distribution"]["epg_final_return"],
+        "regions": summary_regions, "params_digest": runner.params_digest(phi),
+        "config": dataclasses.asdict(config),
+    }
+    logging.write_json(f"{args.out}/summary.json", summary)
+    logging.write_csv(f"{args.out}/metrics.csv", rows)
+    for name, r in summary_regions.items():
+        print(f"{name} ({r['goals']} goals): EPG {r['epg_initial_return']:.1f} -> "
+              f"{r['epg_final_return']:.1f}, PPO (lr {lrs[best]:g}) -> {r['ppo_final_return']:.1f}")
+    print(f"{wall:.0f}s; outputs in {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
