@@ -15,8 +15,43 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def orthogonal(scale: float = 1.0):
+    """Orthogonal initialiser (Saxe et al. 2014), the distribution of flax's.
+
+    Q of the QR decomposition of a Gaussian matrix, signs fixed so diag(R) > 0
+    (Haar-distributed), times `scale`. Computed with two passes of Gram-Schmidt
+    in plain JAX instead of LAPACK's QR: jaxlib 0.10.2's batched CPU QR kernel
+    deadlocks when a population of networks is initialised under `vmap`.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), int(shape[-1])
+        tall = (max(rows, cols), min(rows, cols))
+        a = jax.random.normal(key, tall, jnp.float32)
+        q = _gram_schmidt(a)
+        if rows < cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
+def _gram_schmidt(a: jax.Array) -> jax.Array:
+    """Orthonormal columns spanning a's leading columns (CGS2): the Q of a = QR, diag(R) > 0."""
+    n = a.shape[1]
+
+    def body(j, q):
+        v = a[:, j]
+        mask = (jnp.arange(n) < j).astype(a.dtype)
+        for _ in range(2):  # re-orthogonalise once: numerically as good as Householder here
+            v = v - q @ (mask * (q.T @ v))
+        return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+    return jax.lax.fori_loop(0, n, body, jnp.zeros_like(a))
+
+
 def _ortho(scale: float):
-    return nn.initializers.orthogonal(scale)
+    return orthogonal(scale)
 
 
 class MLP(nn.Module):
