@@ -55,6 +55,21 @@ def test_policy_gradient_flows_through_the_learned_loss():
     assert state.buffer.obs.shape == (2, 32, 4) and state.buffer.action.shape == (2, 32, 2)
 
 
+def test_strided_conv_equals_flax_conv():
+    import flax.linen as nn
+
+    from rlx.epg.loss_net import Conv1D
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 50, 7))
+    m = Conv1D(5, 6, 5)
+    p = m.init(jax.random.PRNGKey(1), x)
+    ref = nn.Conv(5, (6,), strides=(5,), padding="VALID").apply(p, x)
+    np.testing.assert_allclose(m.apply(p, x), ref, atol=1e-5)
+    gx = jax.grad(lambda z: m.apply(p, z).sum())(x)
+    gr = jax.grad(lambda z: nn.Conv(5, (6,), strides=(5,), padding="VALID").apply(p, z).sum())(x)
+    np.testing.assert_allclose(gx, gr, atol=1e-5)
+
+
 # ---- inner loop -----------------------------------------------------------------------------
 
 def test_inner_adam_steps_decrease_the_learned_loss():

@@ -127,9 +127,7 @@ class Inner:
     def learned_loss(self, loss_params: Any, policy_params: Any, buf: Buffer) -> jax.Array:
         """L_phi: the loss network's scalar, averaged over the envs' buffers."""
         x, log_prob = self.features(policy_params, buf)
-        per_env = jax.vmap(lambda xi, lp: reduce_loss(self.loss_net, loss_params, xi, lp,
-                                                      self.config.loss_form))(x, log_prob)
-        return per_env.mean()
+        return reduce_loss(self.loss_net, loss_params, x, log_prob, self.config.loss_form)
 
     def ppo_loss(self, policy_params: Any, buf: Buffer) -> jax.Array:
         """Clipped surrogate with normalised returns-to-go (no critic), the auxiliary term."""

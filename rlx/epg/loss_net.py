@@ -42,18 +42,44 @@ def conv_output_length(length: int, conv: Sequence[tuple[int, int, int]]) -> int
     return length
 
 
+class Conv1D(nn.Module):
+    """VALID strided 1-D convolution, y_t = b + sum_j x_{t s + j} W_j  (W: [k, F, C], flax's layout).
+
+    Written as k strided slices and matmuls: on XLA:CPU this is several times faster
+    than `lax.conv` at these small channel counts, forward and backward.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s = self.kernel_size, self.stride
+        f = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, f, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        out_len = (x.shape[-2] - k) // s + 1
+        y = bias
+        for j in range(k):
+            xj = jax.lax.slice_in_dim(x, j, j + (out_len - 1) * s + 1, stride=s, axis=x.ndim - 2)
+            y = y + xj @ kernel[j]
+        return y
+
+
 class EPGLossNet(nn.Module):
-    """Per-step loss terms f_t [T] from step features x [T, F] (see the module docstring)."""
+    """Per-step loss terms f_t [..., T] from step features x [..., T, F] (see the module docstring)."""
 
     conv: Sequence[tuple[int, int, int]] = ((6, 5, 16), (4, 2, 32))  # (kernel, stride, channels)
     dense: Sequence[int] = (32, 16)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x[None]  # [1, T, F]
+        h = x if x.ndim >= 3 else x[None]  # [B, T, F]
         for i, (k, s, c) in enumerate(self.conv):
-            h = nn.leaky_relu(nn.Conv(c, (k,), strides=(s,), padding="VALID", name=f"conv{i}")(h))
-        ctx = jnp.broadcast_to(h.mean(1), (x.shape[0], h.shape[-1]))
+            h = nn.leaky_relu(Conv1D(c, k, s, name=f"conv{i}")(h))
+        h = h.mean(-2, keepdims=True) if x.ndim >= 3 else h.mean(-2)  # context over time
+        ctx = jnp.broadcast_to(h, x.shape[:-1] + (h.shape[-1],))
         z = jnp.concatenate([x, ctx], -1)
         for i, w in enumerate(self.dense):
             z = nn.leaky_relu(nn.Dense(w, name=f"dense{i}")(z))
@@ -62,7 +88,8 @@ class EPGLossNet(nn.Module):
 
 def reduce_loss(net: EPGLossNet, params, x: jax.Array, log_prob: jax.Array, form: str,
                 mask: jax.Array | None = None) -> jax.Array:
-    """The scalar learned loss of one buffer: x [T, F], log_prob [T] (see `form`)."""
+    """The scalar learned loss of buffers x [..., T, F], log_prob [..., T] (see `form`);
+    a mean over every step of every buffer (each buffer has its own context)."""
     if form == "pg":
         f = net.apply(params, jax.lax.stop_gradient(x))
         terms = f * log_prob

@@ -1,0 +1,147 @@
+"""EPG speed: one JSON line with population throughput, compile time, memory, loss overhead.
+
+    python -m experiments.bench_epg                 # CPU default config
+    python -m experiments.bench_epg --quick         # tiny
+    python -m experiments.bench_epg --full          # openai/EPG sizes (GPU)
+
+env_steps_per_s: inner-loop env steps of the whole population (members x tasks x
+lifetime) per second of a generation (ES step included, compile excluded).
+loss_overhead: time of one inner Adam step with the learned loss (policy forward
++ loss network + backward) / time of one Adam step with rlx PPO's loss
+(clipped surrogate + value loss + entropy on an actor-critic of the same widths)
+on the same batch (num_envs x buffer_size transitions). The bar is <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+from experiments import common
+
+
+def _time(fn, *args, repeats: int = 5) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def loss_overhead(config, steps: int = 50) -> dict:
+    """Seconds per Adam step: learned loss vs PPO loss, same batch and policy widths."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from rlx import distributions, losses
+    from rlx.epg import Inner
+    from rlx.networks import ActorCritic
+
+    inner = Inner(config)
+    env = inner.family.make_env(jnp.array([1.0, 0.0]))
+    state = jax.jit(lambda k: inner.init(env, k))(jax.random.PRNGKey(0))
+    buf = state.buffer
+    phi = inner.init_loss_params(jax.random.PRNGKey(1))
+    opt = optax.adam(1e-3)
+
+    def run_steps(loss_fn, params, batch):
+        def body(carry, _):
+            p, o = carry
+            g = jax.grad(loss_fn)(p, batch)
+            u, o = opt.update(g, o, p)
+            return (optax.apply_updates(p, u), o), None
+        (p, _), _ = jax.lax.scan(body, (params, opt.init(params)), None, length=steps)
+        return p
+
+    epg = jax.jit(lambda p, b: run_steps(lambda q, bb: inner.learned_loss(phi, q, bb), p, b))
+    t_epg = _time(epg, state.params, buf) / steps
+
+    net = ActorCritic(action_size=inner.action_size, head="gaussian",
+                      policy_layers=tuple(config.policy_layers),
+                      value_layers=tuple(config.policy_layers), activation=config.activation)
+    n = buf.obs.shape[0] * buf.obs.shape[1]
+    flat = jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), buf)
+    batch = {"obs": flat.obs, "action": flat.action, "log_prob": flat.log_prob,
+             "adv": flat.reward, "targets": flat.reward}
+    ac = net.init(jax.random.PRNGKey(2), flat.obs[:1])
+
+    def ppo_loss(params, mb):
+        dist_params, value = net.apply(params, mb["obs"])
+        dist = distributions.make("gaussian", dist_params)
+        lp = dist.log_prob(mb["action"])
+        pg = losses.ppo_surrogate(lp, mb["log_prob"], losses.normalize(mb["adv"]), 0.2)
+        return pg + 0.5 * losses.value_loss(value, mb["targets"]) + 0.0 * losses.entropy_loss(
+            dist.entropy())
+
+    ppo = jax.jit(lambda p, b: run_steps(ppo_loss, p, b))
+    t_ppo = _time(ppo, ac, batch) / steps
+    return {"epg_step_s": t_epg, "ppo_step_s": t_ppo, "loss_overhead": t_epg / t_ppo,
+            "batch_transitions": n}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--full", action="store_true", help="openai/EPG sizes")
+    p.add_argument("--generations", type=int, default=3, help="timed generations")
+    p.add_argument("--devices", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the JSON line to OUT/bench.json")
+    args = p.parse_args(argv)
+    common.setup()
+
+    import jax
+
+    from experiments.epg import QUICK
+    from rlx.epg import EPGConfig, make_train, openai_epg
+
+    config = EPGConfig(**QUICK) if args.quick else (openai_epg(population_size=64)
+                                                   if args.full else EPGConfig())
+    config = EPGConfig(**{**config.__dict__, "devices": args.devices})
+    trainer = make_train(config)
+    g = args.generations
+    gens = jax.jit(lambda s: jax.lax.scan(lambda s, _: trainer.update(s), s, None, length=g))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0), trainer.default_hparams)
+    t0 = time.perf_counter()
+    s1, _ = gens(state)
+    jax.block_until_ready(s1)
+    first = time.perf_counter() - t0
+    runs = []
+    for _ in range(2):  # the first reuse may recompile for the output sharding
+        t = time.perf_counter()
+        s1, m = gens(s1)
+        jax.block_until_ready(s1)
+        runs.append(time.perf_counter() - t)
+    gen_s = min(runs) / g
+    steps_per_gen = trainer.steps_per_update
+    out = {"bench": "epg", "family": config.family, "devices": trainer.mesh.devices.size,
+           "backend": jax.default_backend(), "population": config.population_size,
+           "tasks_per_member": config.tasks_per_member, "inner_env_steps": config.inner_env_steps,
+           "env_steps_per_generation": steps_per_gen, "generation_s": round(gen_s, 4),
+           "env_steps_per_s": round(steps_per_gen / gen_s, 1),
+           "compile_s": round(first - gen_s * g, 2)}
+    out.update({k: (round(v, 6) if isinstance(v, float) else v)
+                for k, v in loss_overhead(config).items()})
+    # the same ratio at openai/EPG's inner sizes (buffer 512, policy 64-64, conv 16/32, dense 32-16)
+    big = loss_overhead(openai_epg(num_envs=config.num_envs))
+    out["loss_overhead_epg_sizes"] = round(big["loss_overhead"], 3)
+    out["batch_transitions_epg_sizes"] = big["batch_transitions"]
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    line = json.dumps(out)
+    print(line)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "bench.json").write_text(line + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
