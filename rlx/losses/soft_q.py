@@ -37,7 +37,8 @@ KL_ESTIMATES: tuple[str, ...] = ("exact", "sample")
 
 
 def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.Array,
-                   done: jax.Array, gamma: float | jax.Array, n: int | None = None) -> jax.Array:
+                   done: jax.Array, gamma: float | jax.Array,
+                   n: int | jax.Array | None = None) -> jax.Array:
     """n-step bootstrapped returns inside a rollout with auto-reset.
 
         G_t = sum_{d=0}^{k-1} gamma^d r_{t+d} + gamma^k (1 - term_{t+k-1}) V'_{t+k-1}
@@ -47,20 +48,26 @@ def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.A
     episode boundary. `next_values[t]` = V of the state step t reached *before* any
     reset (V(final_obs_t)), so a truncated episode bootstraps and a terminated one
     does not. `n = None` means n = T (every state bootstraps at the rollout's end);
-    then the returns equal `gae(..., lam=1)` targets.
+    then the returns equal `gae(..., lam=1)` targets. `n` may be a traced integer
+    (e.g. a vmapped hyper-parameter); the scan then runs T steps instead of n.
     """
     chex.assert_equal_shape([rewards, next_values, terminated, done])
     T = rewards.shape[0]
-    n = T if n is None else n
-    if n < 1:
-        raise ValueError(f"n-step returns need n >= 1, got {n}")
-    n = min(n, T)
+    if n is None:
+        n = T
+    if isinstance(n, int):
+        if n < 1:
+            raise ValueError(f"n-step returns need n >= 1, got {n}")
+        n = min(n, T)
+        steps = n
+    else:
+        steps = T
     dtype = rewards.dtype
     t_idx = jnp.arange(T).reshape((T,) + (1,) * (rewards.ndim - 1))
 
     def pad(x: jax.Array) -> jax.Array:
         x = x.astype(dtype)
-        return jnp.concatenate([x, jnp.zeros((n,) + x.shape[1:], dtype)])
+        return jnp.concatenate([x, jnp.zeros((steps,) + x.shape[1:], dtype)])
 
     r, v, term, is_done = pad(rewards), pad(next_values), pad(terminated), pad(done)
 
@@ -68,13 +75,13 @@ def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.A
         g, disc, alive = carry  # alive: still summing at offset d (per t)
         at = lambda x: jax.lax.dynamic_slice_in_dim(x, d, T)  # noqa: E731 — x_{t+d} for all t
         g = g + alive * disc * at(r)
-        last = jnp.maximum(at(is_done), ((d == n - 1) | (t_idx + d >= T - 1)).astype(dtype))
+        last = jnp.maximum(at(is_done), ((d >= n - 1) | (t_idx + d >= T - 1)).astype(dtype))
         stop = alive * last
         g = g + stop * disc * gamma * (1 - at(term)) * at(v)
         return (g, disc * gamma, alive * (1 - stop)), None
 
     zeros = jnp.zeros_like(rewards, dtype)
-    (g, _, _), _ = jax.lax.scan(body, (zeros, jnp.ones((), dtype), zeros + 1), jnp.arange(n))
+    (g, _, _), _ = jax.lax.scan(body, (zeros, jnp.ones((), dtype), zeros + 1), jnp.arange(steps))
     return g
 
 
@@ -127,7 +134,7 @@ def q_from_policy(logits: jax.Array, values: jax.Array, tau: float | jax.Array,
 
 def soft_q_loss(q: jax.Array, next_q: jax.Array, actions: jax.Array, rewards: jax.Array,
                 terminated: jax.Array, done: jax.Array, tau: float | jax.Array,
-                gamma: float | jax.Array, n: int | None = None,
+                gamma: float | jax.Array, n: int | jax.Array | None = None,
                 ref_log_probs: jax.Array | None = None,
                 next_ref_log_probs: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """n-step soft Q-learning (the paper's eq. for the n-step soft Q target):
@@ -167,7 +174,7 @@ def soft_q_loss(q: jax.Array, next_q: jax.Array, actions: jax.Array, rewards: ja
 def entropy_pg_loss(logits: jax.Array, values: jax.Array, next_values: jax.Array,
                     actions: jax.Array, rewards: jax.Array, terminated: jax.Array,
                     done: jax.Array, tau: float | jax.Array, gamma: float | jax.Array,
-                    n: int | None = None, ref_log_probs: jax.Array | None = None,
+                    n: int | jax.Array | None = None, ref_log_probs: jax.Array | None = None,
                     kl_estimate: KLEstimate = "exact") -> tuple[jax.Array, jax.Array, dict]:
     """Entropy(KL)-regularised policy gradient with a learned value (A2C, the paper's eq. for
     the regularised policy gradient), the penalty folded into the rewards:
