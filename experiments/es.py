@@ -22,8 +22,8 @@ from experiments import common
 
 # Per-env defaults that learn on a CPU budget (flags override them).
 PRESETS = {
-    "brax": dict(population_size=256, sigma=0.05, lr=0.02, weight_decay=0.005,
-                 hidden_layers=(32, 32), num_evals=11, eval_episodes=16),
+    "brax": dict(population_size=256, sigma=0.02, lr=0.01, weight_decay=0.005,
+                 hidden_layers=(32, 32), num_evals=11, eval_episodes=32),
     "classic": dict(population_size=64, sigma=0.05, lr=0.05, weight_decay=0.005,
                     hidden_layers=(16,), num_evals=11, eval_episodes=16),
 }
@@ -42,7 +42,8 @@ def add_flags(p) -> None:
     p.add_argument("--episodes-per-member", type=int, default=None)
     p.add_argument("--episode-length", type=int, default=None)
     p.add_argument("--backend", default=None, help="Brax backend (default spring)")
-    p.add_argument("--hidden", default=None, help="hidden layer widths, e.g. 32,32")
+    p.add_argument("--hidden", default=None,
+                   help="hidden layer widths, e.g. 32,32, or 'linear' for a linear policy")
     p.add_argument("--members-per-chunk", type=int, default=None,
                    help="members evaluated at once per device (bounds memory)")
     p.add_argument("--num-evals", type=int, default=None)
@@ -52,6 +53,15 @@ def add_flags(p) -> None:
     p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
     p.add_argument("--num-processes", type=int, default=None)
     p.add_argument("--process-id", type=int, default=None)
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """'32,32' -> (32, 32); 'linear' -> () (a linear policy); None -> None."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("linear", "none", ""):
+        return ()
+    return tuple(int(h) for h in text.split(","))
 
 
 def build_config(args, **overrides):
@@ -68,7 +78,7 @@ def build_config(args, **overrides):
                  weight_decay=args.weight_decay, episodes_per_member=args.episodes_per_member,
                  episode_length=args.episode_length, backend=args.backend,
                  members_per_chunk=args.members_per_chunk, num_evals=args.num_evals,
-                 hidden_layers=tuple(int(h) for h in args.hidden.split(",")) if args.hidden else None)
+                 hidden_layers=parse_layers(args.hidden))
     kw.update({k: v for k, v in flags.items() if v is not None})
     kw.update(env=args.env, strategy=args.strategy, total_steps=args.total_steps,
               devices=args.devices, shared_starts=getattr(args, "shared_starts", False), **overrides)

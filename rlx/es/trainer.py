@@ -62,7 +62,7 @@ class ESConfig:
     shared_starts: bool = False  # every member the same episode starts (else per mirrored pair)
     devices: int | None = None  # mesh size; None: every device (all processes)
     num_evals: int = 11
-    eval_episodes: int = 8
+    eval_episodes: int = 16
 
     def validate(self) -> None:
         """Raise `ValueError` naming the offending value, before anything compiles."""
@@ -157,7 +157,8 @@ def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = Non
     Train metrics per generation: return_mean / return_max / return_min over the
     members with a finite return, nonfinite_members (ranked last), episode_length,
     env_steps (taken this generation), params_norm (+ the strategy's own).
-    Eval metrics: the strategy's mean parameters on `eval_episodes` episodes.
+    Eval metrics: the strategy's mean parameters on `eval_episodes` held-out episodes
+    (the same starts at every evaluation).
     """
     env, net, strategy, evaluator, mesh = build(config, mesh, env)
     steps_per_gen = config.population_size * config.episodes_per_member * evaluator.steps
@@ -193,9 +194,11 @@ def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = Non
         return new_state, metrics
 
     def evaluate(state: ESState) -> dict:
+        # the same held-out starts at every evaluation: the curve shows the policy, not the
+        # difficulty of that evaluation's starts (Brax reacher: random targets)
         params = strategy.mean(state.strategy_state, state.hparams)
-        key = jax.random.fold_in(state.eval_key, state.generation)
-        return evaluator.evaluate_params(params, state.obs_stats, key, config.eval_episodes)
+        return evaluator.evaluate_params(params, state.obs_stats, state.eval_key,
+                                         config.eval_episodes)
 
     return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=config.hparams(),
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,
