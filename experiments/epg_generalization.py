@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     ppo_fn = per_task_seed(lambda t, k: jax.vmap(
         lambda lr: train_ppo(t, k, steps, config, lr=lr, num_points=points))(lr_arr))
 
+    from pathlib import Path
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     curves = {}
     for name, (region, tasks) in regions.items():
