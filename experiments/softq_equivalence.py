@@ -3,7 +3,7 @@ numerically, and n-step soft Q-learning against entropy-regularised A2C on MinAt
 
     python -m experiments.softq_equivalence --out runs/softq            # CPU default
     python -m experiments.softq_equivalence --out runs/softq --quick    # < 60 s smoke run
-    python -m experiments.softq_equivalence --out runs/softq --full     # GPU: 5 games, 10M steps, 5 seeds
+    python -m experiments.softq_equivalence --out runs/softq --full     # GPU: 5 games, 10M steps, 8 seeds
 
 Part 1, the gradient check (float64, a random MDP with random networks): for each
 case (1-step / n-step / whole-rollout returns; entropy or KL-to-a-reference form),
@@ -352,7 +352,8 @@ def plot_grid(path: str, curves: dict, ylabel: str, baselines: dict | None = Non
 def main(argv: list[str] | None = None) -> dict:
     common.setup()
     p = common.parser(__doc__.split("\n")[0], env=None, total_steps=None, seeds=None)
-    p.add_argument("--full", action="store_true", help="GPU config: 5 games, 10M steps, 5 seeds")
+    p.add_argument("--full", action="store_true",
+                   help="GPU config: 5 games, 10M steps, 8 seeds, 256-wide networks")
     p.add_argument("--env", nargs="+", default=None, help="MinAtar games (default: the preset's)")
     p.add_argument("--total-steps", type=int, default=None, help="env steps per seed and run")
     p.add_argument("--seeds", type=int, default=None, help="seeds per run, trained as one program")
