@@ -4,9 +4,10 @@
     python -m experiments.es_scaling --out runs/s --device-counts 1,2,4,8  # on a GPU/TPU host
 
 Each device count runs in its own subprocess with its own
-XLA_FLAGS=--xla_force_host_platform_device_count=D (on CPU one device is one
-core). A worker times `--timing-generations` generations, then trains from
-the same seed until the population's mean return reaches `--target` (or
+XLA_FLAGS=--xla_force_host_platform_device_count=D, pinned to D cores on CPU
+(one device = one core; --no-pin-cores lets a 1-device worker's XLA thread pool
+use every core). A worker times `--timing-generations` generations, then trains
+from the same seed until the population's mean return reaches `--target` (or
 `--max-generations`), measuring wall time after compilation. Members are
 evaluated in chunks of population / max(device counts), a power of two, so
 every device count follows the bit-identical trajectory: the generations to
@@ -33,19 +34,21 @@ def parse(argv):
                    help="comma-separated device counts (default: 1, 2, 4, ... up to the cores)")
     p.add_argument("--population", type=int, default=256)
     p.add_argument("--episode-length", type=int, default=None)
-    p.add_argument("--sigma", type=float, default=0.05)
-    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--sigma", type=float, default=0.02)
+    p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--hidden", default="32,32")
     p.add_argument("--target", type=float, default=None,
                    help="population mean return to reach (default: per env)")
-    p.add_argument("--max-generations", type=int, default=200)
+    p.add_argument("--max-generations", type=int, default=150)
     p.add_argument("--timing-generations", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pin-cores", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: run the D-device worker on D cores only (one device = one core)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-DEFAULT_TARGET = {"reacher": -60.0, "CartPole-v1": 100.0}
+DEFAULT_TARGET = {"reacher": -120.0, "CartPole-v1": 100.0}
 QUICK = dict(population=16, hidden="8", max_generations=4, timing_generations=1)
 
 
@@ -78,11 +81,14 @@ def worker(a) -> dict:
     state, m = update(state)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
+    timed_steps = []
     t0 = time.perf_counter()
     for _ in range(a.timing_generations):
         state, m = update(state)
+        timed_steps.append(m["env_steps"])
     jax.block_until_ready(m)
     sec_per_gen = (time.perf_counter() - t0) / a.timing_generations
+    steps_per_gen = float(np.mean([float(s) for s in timed_steps]))
 
     state = fresh()
     curve, steps, reached = [], 0.0, None
@@ -98,7 +104,7 @@ def worker(a) -> dict:
     wall = time.perf_counter() - t0
     return {"devices": len(trainer.mesh.devices.flat), "compile_s": compile_s,
             "sec_per_generation": sec_per_gen,
-            "env_steps_per_s": trainer.steps_per_update / sec_per_gen,
+            "env_steps_per_s": steps_per_gen / sec_per_gen,
             "generations_to_target": reached, "time_to_target_s": wall if reached else None,
             "env_steps_to_target": steps if reached else None, "final_return": curve[-1][3],
             "params_digest": runner.params_digest(search_mean(state)), "curve": curve,
@@ -121,7 +127,11 @@ def run_worker(a, devices: int) -> dict:
         args += ["--episode-length", str(a.episode_length)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=root)
+    pin = None
+    if a.pin_cores and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:devices]
+        pin = lambda: os.sched_setaffinity(0, cores)  # noqa: E731  (D devices on D cores)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=root, preexec_fn=pin)
     if out.returncode:
         raise RuntimeError(f"worker with {devices} devices failed:\n{out.stderr[-3000:]}")
     return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
@@ -193,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "return_mean": ret})
     last = results[-1]
     summary = {"experiment": "es_scaling", "env": a.env, "population": a.population,
+               "pinned_cores": bool(a.pin_cores),
                "target_return": a.target, "env_steps": last["env_steps_to_target"] or 0.0,
                "wall_s": round(time.time() - t0, 2), "final_return": last["final_return"],
                "params_digest": last["params_digest"],
