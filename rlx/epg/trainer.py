@@ -137,7 +137,8 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
         ss, extra = strategy.tell(k_tell, members, fitness, state.strategy_state, hp)
         new_state = state.replace(strategy_state=ss, key=key, generation=state.generation + 1)
         metrics = {**fitness_metrics(fitness), **extra, "alpha": alpha,
-                   "learned_loss": loss.mean(),
+                   "learned_loss": jnp.where(jnp.isfinite(loss), loss, 0.0).sum()
+                   / jnp.maximum(jnp.isfinite(loss).sum(), 1),  # diverged members rank last
                    "env_steps": jnp.asarray(steps_per_gen, jnp.float32),
                    "params_norm": jnp.linalg.norm(ss.mean)}
         if on_update is not None:
