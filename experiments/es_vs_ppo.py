@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         s_ppo = steps_to_reach(ppo_steps, ppo_ret, target)
         s_es = steps_to_reach(es_steps, es_ret, target)
         table.append({"fraction": f, "target_return": target, "ppo_steps": s_ppo, "es_steps": s_es,
-                      "es_over_ppo": s_es / s_ppo if s_es and s_ppo else None})
+                      "es_over_ppo": (s_es / s_ppo if s_es is not None and s_ppo
+                                      else None)})
     summary = {
         "experiment": "es_vs_ppo", "env": a.env, "seeds": a.seeds,
         "env_steps": float(es_steps[-1]), "wall_s": round(wall, 2),
