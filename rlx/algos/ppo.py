@@ -251,7 +251,8 @@ def make_train(config: PPOConfig, env: Env | None = None,
 
         env_state, traj = rollout(env, policy, state.env_state, k_roll, T)
         chex.assert_shape(traj.reward, (T, N))
-        _, next_values = net.apply(params, norm(stats, traj.final_obs))
+        # one time step at a time: the whole batch at once would hold [T*N, width] activations
+        next_values = jax.lax.map(lambda o: net.apply(params, norm(stats, o))[1], traj.final_obs)
         advantages, targets = losses.gae(traj.reward * hp.reward_scaling, traj.extras["value"],
                                          next_values, traj.terminated, traj.done,
                                          hp.gamma, hp.gae_lambda)
@@ -271,10 +272,16 @@ def make_train(config: PPOConfig, env: Env | None = None,
         (new_params, opt_state, *_), aux = jax.lax.scan(
             epoch, carry, jax.random.split(k_sgd, config.update_epochs))
 
-        # KL[pi_old, pi_new] over the whole batch, for the adaptive penalty and logs.
-        new_dist_params, _ = net.apply(new_params, batch["obs"])
-        kl = distributions.make(head, batch["dist_params"]).kl(
-            distributions.make(head, new_dist_params)).mean()
+        # KL[pi_old, pi_new] over the whole batch (minibatch by minibatch), for the adaptive
+        # penalty and logs.
+        def batch_kl(mb):
+            new_dist_params, _ = net.apply(new_params, mb["obs"])
+            return distributions.make(head, mb["dist_params"]).kl(
+                distributions.make(head, new_dist_params)).mean()
+
+        chunks = jax.tree.map(lambda x: x.reshape((M, mb_size) + x.shape[1:]),
+                              {"obs": batch["obs"], "dist_params": batch["dist_params"]})
+        kl = jax.lax.map(batch_kl, chunks).mean()
         ep = episode_stats(traj)
         if axis is not None:
             kl = jax.lax.pmean(kl, axis)
