@@ -129,9 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
     out.update({k: (round(v, 6) if isinstance(v, float) else v)
                 for k, v in loss_overhead(config).items()})
     # the same ratio at openai/EPG's inner sizes (buffer 512, policy 64-64, conv 16/32, dense 32-16)
-    big = loss_overhead(openai_epg(num_envs=config.num_envs))
-    out["loss_overhead_epg_sizes"] = round(big["loss_overhead"], 3)
-    out["batch_transitions_epg_sizes"] = big["batch_transitions"]
+    if not args.quick:
+        big = loss_overhead(openai_epg(num_envs=config.num_envs))
+        out["loss_overhead_epg_sizes"] = round(big["loss_overhead"], 3)
+        out["batch_transitions_epg_sizes"] = big["batch_transitions"]
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     line = json.dumps(out)
     print(line)
