@@ -17,7 +17,10 @@ stepped with constant actions and no policy -- the machine's limit for this env.
 With --with-anchor the anchor runs afterwards as a child process with the
 caller's environment; its JSON is embedded and `speedup_vs_anchor` =
 rlx env_steps_per_s / anchor env_steps_per_s (back to back, one invocation),
-`anchor_peak_rss_mb` is the child's ru_maxrss.
+`anchor_peak_rss_mb` is the child's ru_maxrss. The anchor's own timed loop
+includes one recompile (weak types in its state), so a second anchor run of 3x
+the generations gives its steady state and `speedup_vs_anchor_steady`, the
+conservative ratio (--no-anchor-steady skips it).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def parse(argv: list[str] | None):
     p.add_argument("--with-anchor", action="store_true",
                    help="also run the evosax anchor (same config) and print the ratio")
     p.add_argument("--anchor-path", default=str(ANCHOR))
+    p.add_argument("--anchor-steady", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the anchor for 3x the generations to take out its recompile")
     return p.parse_args(argv)
 
 
@@ -111,18 +116,41 @@ def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
     return repeats * num_envs * steps / (time.perf_counter() - t0)
 
 
-def run_anchor(a) -> dict:
+def run_anchor(a, generations: int) -> dict:
+    """One run of the anchor script (a child process); its JSON plus its peak RSS."""
     env = dict(os.environ)
     if "RLX_ORIG_XLA_FLAGS" in env:  # give the anchor the caller's XLA_FLAGS, not ours
         env["XLA_FLAGS"] = env.pop("RLX_ORIG_XLA_FLAGS")
     cmd = [sys.executable, a.anchor_path, "--env", a.env, "--backend", a.backend,
            "--population", str(a.population), "--episode-length", str(a.episode_length),
-           "--generations", str(a.generations), "--sigma", str(a.sigma), "--lr", str(a.lr)]
+           "--generations", str(generations), "--sigma", str(a.sigma), "--lr", str(a.lr)]
+    before = peak_rss_mb(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
     res = json.loads(line)
-    res["peak_rss_mb"] = round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)
+    res["peak_rss_mb"] = round(max(before, peak_rss_mb(resource.RUSAGE_CHILDREN)), 1)
+    res["timed_s"] = generations / res["generations_per_s"]
     return res
+
+
+def anchor_measurements(a) -> dict:
+    """The anchor as printed, and its steady state from a second, longer run.
+
+    The anchor's timed loop recompiles `generation` once (its state's weak types
+    change after the first call), so its printed rate includes a compile. With
+    runs of g and 3g generations, t_gen = (T(3g) - T(g)) / 2g excludes it.
+    """
+    g = a.generations
+    first = run_anchor(a, g)
+    out = {"printed": first, "peak_rss_mb": first["peak_rss_mb"],
+           "env_steps_per_s": first["env_steps_per_s"]}
+    if a.anchor_steady:
+        longer = run_anchor(a, 3 * g)
+        per_gen = (longer["timed_s"] - first["timed_s"]) / (2 * g)
+        out["steady_env_steps_per_s"] = round(a.population * a.episode_length / per_gen, 1)
+        out["recompile_in_timed_loop_s"] = round(first["timed_s"] - g * per_gen, 2)
+        out["longer_run"] = longer
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,10 +209,16 @@ def main(argv: list[str] | None = None) -> dict:
         res["env_only_steps_per_s"] = round(eo, 1)
         res["fraction_of_env_only"] = round(res["env_steps_per_s"] / eo, 3)
     if a.with_anchor:
-        anchor = run_anchor(a)
+        anchor = anchor_measurements(a)
         res["anchor"] = anchor
+        res["anchor_env_steps_per_s"] = anchor["env_steps_per_s"]
         res["anchor_peak_rss_mb"] = anchor["peak_rss_mb"]
         res["speedup_vs_anchor"] = round(res["env_steps_per_s"] / anchor["env_steps_per_s"], 2)
+        res["peak_rss_vs_anchor"] = round(rss / anchor["peak_rss_mb"], 3)
+        if "steady_env_steps_per_s" in anchor:
+            res["anchor_steady_env_steps_per_s"] = anchor["steady_env_steps_per_s"]
+            res["speedup_vs_anchor_steady"] = round(
+                res["env_steps_per_s"] / anchor["steady_env_steps_per_s"], 2)
     print(json.dumps(res))
     return res
 
