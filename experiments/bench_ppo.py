@@ -48,7 +48,9 @@ def run_rlx(args) -> dict:
     if base.num_envs % ndev or base.eval_envs % ndev:
         raise ValueError(f"num_envs {base.num_envs} and eval_envs {base.eval_envs} must divide "
                          f"over {ndev} devices")
+    # each device runs 1/ndev of the envs (and of the steps) of the one agent
     cfg = dataclasses.replace(base, num_envs=base.num_envs // ndev, eval_envs=base.eval_envs // ndev,
+                              total_steps=-(-base.total_steps // ndev),
                               axis_name="dp" if ndev > 1 else None)
     trainer = ppo.make_train(cfg, on_update=runner.on_update)
     key = jax.random.PRNGKey(args.seed)
