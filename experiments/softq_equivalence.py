@@ -397,11 +397,13 @@ def main(argv: list[str] | None = None) -> dict:
     keys = jax.random.split(jax.random.PRNGKey(args.seed), seeds)
     for game in ([] if args.skip_training else games):
         results[game], eval_curves[game], train_curves[game] = {}, {}, {}
-        random_ret = float(random_return(make_env(game), jax.random.PRNGKey(args.seed)))
+        # a random policy's return, the curves' zero (skipped in --quick: one more compile)
+        random_ret = (None if args.quick else
+                      float(random_return(make_env(game), jax.random.PRNGKey(args.seed))))
         for algo in ALGOS:
             trainer = make_trainer(algo, game, total_steps, cfg["trainer"], runner.on_update)
             res = runner.run(trainer, keys, f"{args.out}/runs/{game}/{algo}", devices=args.devices,
-                             progress=not args.no_progress)
+                             checkpoint=not args.quick, progress=not args.no_progress)
             ret = res.eval["eval_return"]
             x = np.asarray(res.eval_steps)
             points = len(x) - 1
@@ -416,7 +418,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "random_return": random_ret, "wall_s": round(res.wall_s, 2),
                 "compile_s": res.compile_s, "env_steps": trainer.total_env_steps}
             csv_rows += logging.curve_rows(res, extra={"env": game, "algo": algo})
-            print(f"{game} {algo}: random {random_ret:.2f}; eval return "
+            rnd = "-" if random_ret is None else f"{random_ret:.2f}"
+            print(f"{game} {algo}: random {rnd}; eval return "
                   f"{results[game][algo]['initial_return']:.2f} -> "
                   f"{results[game][algo]['final_return']:.2f} (per seed {np.round(ret[-1], 2).tolist()}), "
                   f"{res.wall_s:.0f}s")
@@ -424,7 +427,8 @@ def main(argv: list[str] | None = None) -> dict:
                             {LABELS[a]: eval_curves[game][a][1] for a in ALGOS}, "env steps per seed",
                             "eval return (greedy)", f"{game}: {seeds} seeds")
     if results:
-        randoms = {g: r["softq"]["random_return"] for g, r in results.items()}
+        randoms = {g: r["softq"]["random_return"] for g, r in results.items()
+                   if r["softq"]["random_return"] is not None}
         plot_grid(f"{args.out}/curves_eval.png", eval_curves, "eval return (greedy)", randoms)
         plot_grid(f"{args.out}/curves_train.png", train_curves, "training episode return", randoms)
     wall = time.time() - t0

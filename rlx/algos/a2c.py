@@ -148,7 +148,7 @@ def build_trainer(config: NStepConfig, env: Env, net: nn.Module, loss_fn: LossFn
         env_state, traj = rollout(env, policy, state.env_state, k_roll, T)
         chex.assert_shape(traj.reward, (T, N))
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, traj, hp)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         scale = jnp.minimum(1.0, hp.max_grad_norm / (gnorm + 1e-6))
         step, opt_state = adam.update(jax.tree.map(lambda g: g * scale, grads), state.opt_state)
         params = jax.tree.map(lambda p, u: p - hp.lr * u, state.params, step)
