@@ -193,20 +193,7 @@ def test_experiments_quick_and_notebook(tmp_path):
         assert (tmp_path / "gen" / f"{region}.png").exists()
     assert (tmp_path / "gen" / "metrics.csv").read_text().count("\n") > 4
 
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(ROOT / "notebooks" / "epg.ipynb", as_version=4)
-    env = {"RLX_QUICK": "1", "RLX_EPG_LOSS": str(tmp_path / "epg" / "loss")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    from nbrun import execute
+
+    text = execute("epg.ipynb", {"RLX_EPG_LOSS": str(tmp_path / "epg" / "loss")}, timeout=600)
     assert "loaded" in text and "EPG final" in text
