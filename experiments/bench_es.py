@@ -9,11 +9,14 @@ Defaults match ../shared/anchors/evosax_es.py: Brax reacher (spring), population
 
 Fields: env_steps_per_s and generations_per_s (timed generations after the
 first), compile_s (the first generation: compile + run), peak_rss_mb
-(ru_maxrss after the ES generations, before anything else runs; the generation
-is compiled ahead of time and glibc's freed compiler heap released before it
-runs, --keep-compiler-heap skips that), and
+(ru_maxrss after the ES generations, before anything else runs; as in
+experiments.es, `rlx.es.memory.release_host_memory()` runs before the
+generation is compiled and the compiler's freed heap is trimmed before it runs,
+--keep-host-memory skips both), and
 env_only_steps_per_s: the same envs (same count, same devices, same rlx env)
-stepped with constant actions and no policy -- the machine's limit for this env.
+stepped with constant actions and no policy, in the same per-device chunks as
+the ES evaluator (on CPU ~32 envs at once run faster than all at once: caches)
+-- the machine's limit for this env.
 With --with-anchor the anchor runs afterwards as a child process with the
 caller's environment; its JSON is embedded and `speedup_vs_anchor` =
 rlx env_steps_per_s / anchor env_steps_per_s (back to back, one invocation),
@@ -52,8 +55,10 @@ def parse(argv: list[str] | None):
     p.add_argument("--devices", type=int, default=None,
                    help="XLA CPU devices for this process (default: one per core)")
     p.add_argument("--no-env-only", action="store_true", help="skip the env-only measurement")
-    p.add_argument("--keep-compiler-heap", action="store_true",
-                   help="do not return the compiler's freed heap to the OS before running")
+    p.add_argument("--env-only-all-at-once", action="store_true",
+                   help="also time env-only with every env of a device stepped at once")
+    p.add_argument("--keep-host-memory", action="store_true",
+                   help="skip rlx.es.memory.release_host_memory() before compiling")
     p.add_argument("--with-anchor", action="store_true",
                    help="also run the evosax anchor (same config) and print the ratio")
     p.add_argument("--anchor-path", default=str(ANCHOR))
@@ -62,35 +67,24 @@ def parse(argv: list[str] | None):
     return p.parse_args(argv)
 
 
-def release_freed_heap() -> None:
-    """Return freed heap pages to the OS (glibc `malloc_trim`; a no-op elsewhere).
-
-    XLA's compiler frees a few hundred MB that glibc keeps resident in its arenas;
-    without this the first generation's buffers land on top of them.
-    """
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
-    """Steps/s of `num_envs` envs sharded over `mesh`, constant actions, no policy."""
+def make_env_only(env, num_envs: int, steps: int, mesh, chunk: int | None = None):
+    """A jitted `run()` stepping `num_envs` envs sharded over `mesh` with constant actions.
+
+    `chunk`: envs stepped at once per device (sequential chunks, like the ES
+    evaluator's members_per_chunk); None: all of a device's envs at once.
+    """
     import jax
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec as P
 
     from rlx import population
 
-    def local(keys, a):
+    def one_chunk(xs):
+        keys, a = xs
         s = jax.vmap(env.reset)(keys)
 
         def body(carry, _):
@@ -101,6 +95,12 @@ def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
         (_, r), _ = jax.lax.scan(body, (s, jnp.zeros(keys.shape[0])), None, length=steps)
         return r
 
+    def local(keys, a):
+        n = keys.shape[0]
+        c = min(chunk or n, n)
+        xs = jax.tree.map(lambda x: x.reshape((n // c, c) + x.shape[1:]), (keys, a))
+        return jax.lax.map(one_chunk, xs).reshape(n)
+
     fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P(population.AXIS),
                                out_specs=P(population.AXIS), check_vma=False))
     keys = population.shard(jax.random.split(jax.random.PRNGKey(1), num_envs), mesh)
@@ -108,11 +108,17 @@ def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2) -> float:
     shape = (num_envs,) if env.action_spec.discrete else (num_envs, env.action_spec.size)
     actions = population.shard(jnp.zeros(shape, jnp.int32 if env.action_spec.discrete
                                           else jnp.float32), mesh)
-    jax.block_until_ready(fn(keys, actions))
+    return lambda: jax.block_until_ready(fn(keys, actions))
+
+
+def env_only(env, num_envs: int, steps: int, mesh, repeats: int = 2,
+             chunk: int | None = None) -> float:
+    """Steps/s of `make_env_only` (after one untimed call that compiles it)."""
+    run = make_env_only(env, num_envs, steps, mesh, chunk)
+    run()
     t0 = time.perf_counter()
     for _ in range(repeats):
-        r = fn(keys, actions)
-    jax.block_until_ready(r)
+        run()
     return repeats * num_envs * steps / (time.perf_counter() - t0)
 
 
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from rlx.es import ESConfig, make_train
+    from rlx.es.evaluate import auto_chunk
+    from rlx.es.memory import release_host_memory, trim_heap
+    from rlx.es.trainer import build
 
     config = ESConfig(env=a.env, backend=a.backend, episode_length=a.episode_length,
                       strategy=a.strategy, population_size=a.population, sigma=a.sigma, lr=a.lr,
@@ -172,17 +181,20 @@ def main(argv: list[str] | None = None) -> dict:
                       members_per_chunk=a.members_per_chunk, generations=a.generations,
                       num_evals=2, devices=a.devices)
     trainer = common.exit_on_value_error(lambda: make_train(config))
+    chunk = a.members_per_chunk or auto_chunk(a.population // trainer.mesh.devices.size)
     # the run's state lives replicated on the mesh (as under rlx.runner), so every
     # generation reuses the first one's executable
     replicated = NamedSharding(trainer.mesh, P())
     state = jax.jit(trainer.init, out_shardings=replicated)(jax.random.PRNGKey(0),
                                                             trainer.default_hparams)
     jax.block_until_ready(state)
+    if not a.keep_host_memory:
+        release_host_memory()  # env construction's cached eager-op executables, freed heap
     t0 = time.perf_counter()
     update = jax.jit(trainer.update, donate_argnums=0, out_shardings=replicated
                      ).lower(state).compile()
-    if not a.keep_compiler_heap:
-        release_freed_heap()
+    if not a.keep_host_memory:
+        trim_heap()  # the compiler's freed heap
     state, m = update(state)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
@@ -196,18 +208,20 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"bench": "rlx ES", "strategy": a.strategy, "env": a.env, "backend": a.backend,
            "population": a.population, "episode_length": a.episode_length,
            "devices": trainer.mesh.devices.size, "backend_platform": jax.default_backend(),
-           "members_per_chunk": a.members_per_chunk,
+           "members_per_chunk": chunk,
            "env_steps_per_s": round(steps / dt, 1), "generations_per_s": round(a.generations / dt, 3),
            "compile_s": round(compile_s, 2), "peak_rss_mb": round(rss, 1),
-           "released_compiler_heap": not a.keep_compiler_heap,
+           "released_host_memory": not a.keep_host_memory,
            "mean_return": round(float(m["return_mean"]), 2)}
     if not a.no_env_only:
-        from rlx.es.trainer import build
-
         env = build(config, trainer.mesh)[0]
-        eo = env_only(env, a.population, a.episode_length, trainer.mesh)
+        eo = env_only(env, a.population, a.episode_length, trainer.mesh, chunk=chunk,
+                      repeats=a.generations)
         res["env_only_steps_per_s"] = round(eo, 1)
         res["fraction_of_env_only"] = round(res["env_steps_per_s"] / eo, 3)
+        if a.env_only_all_at_once:
+            res["env_only_all_at_once_steps_per_s"] = round(
+                env_only(env, a.population, a.episode_length, trainer.mesh), 1)
     if a.with_anchor:
         anchor = anchor_measurements(a)
         res["anchor"] = anchor

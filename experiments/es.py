@@ -112,12 +112,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     from rlx import logging, runner
     from rlx.es import make_train
+    from rlx.es.memory import release_host_memory
     from rlx.es.trainer import search_mean
 
     config = common.exit_on_value_error(lambda: build_config(args))
     trainer = common.exit_on_value_error(lambda: make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     primary = distributed.is_primary()
+    release_host_memory()  # env construction's cached executables: lower peak RSS
     t0 = time.time()
     result = runner.run(trainer, keys, args.out, progress=primary and not args.no_progress)
     wall = time.time() - t0

@@ -9,7 +9,8 @@ XLA_FLAGS=--xla_force_host_platform_device_count=D, pinned to D cores on CPU
 use every core). A worker times `--timing-generations` generations, then trains
 from the same seed until the population's mean return reaches `--target` (or
 `--max-generations`), measuring wall time after compilation. Members are
-evaluated in chunks of population / max(device counts), a power of two, so
+evaluated in the same chunks on every device count (the CPU cache-sized chunk
+of population / max(device counts) members), so with a power-of-two population
 every device count follows the bit-identical trajectory: the generations to
 the target are the same and only the time per generation changes (Salimans
 et al. Fig. 1 measure wall-clock to a score against cores). Writes
@@ -60,13 +61,15 @@ def worker(a) -> dict:
 
     from rlx import runner
     from rlx.es import ESConfig, make_train
+    from rlx.es.evaluate import auto_chunk
     from rlx.es.trainer import search_mean
 
     counts = [int(c) for c in a.device_counts.split(",")]
     config = ESConfig(env=a.env, population_size=a.population, sigma=a.sigma, lr=a.lr,
                       episode_length=a.episode_length,
                       hidden_layers=tuple(int(h) for h in a.hidden.split(",")),
-                      members_per_chunk=a.population // max(counts), devices=a.worker,
+                      members_per_chunk=auto_chunk(a.population // max(counts)),
+                      devices=a.worker,
                       generations=1, num_evals=2)
     trainer = make_train(config)
     rep = NamedSharding(trainer.mesh, P())

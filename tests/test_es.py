@@ -273,13 +273,8 @@ def test_bench_es_prints_one_json_line(capsys):
 
 
 def test_notebook_runs_in_quick_mode():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    path = os.path.join(os.path.dirname(__file__), "..", "notebooks", "es_quickstart.ipynb")
-    nb = nbformat.read(path, as_version=4)
-    os.environ["RLX_QUICK"] = "1"
-    try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": os.path.dirname(path)}}).execute()
-    finally:
-        os.environ.pop("RLX_QUICK", None)
+    pytest.importorskip("nbclient")
+    from nbrun import execute
+
+    text = execute("es_quickstart.ipynb", timeout=300)
+    assert "return" in text.lower()

@@ -58,6 +58,22 @@ class EvalOut:
     obs_stats: obs_norm.RunningStats  # statistics of this evaluation's observations
 
 
+# Envs stepped at once per device on CPU: small batches stay in cache. Measured on
+# Brax reacher (2-core EPYC, 1 device, 256 envs): 32 at once ran 275k steps/s
+# against 200k for all 256 at once (16: 215k, 64: 210k).
+CPU_ENVS_PER_CHUNK = 32
+
+
+def auto_chunk(local_members: int, episodes: int = 1, platform: str | None = None) -> int:
+    """Members per chunk when none is given: on CPU the largest divisor of the local
+    member count with members x episodes <= CPU_ENVS_PER_CHUNK; elsewhere all of them."""
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return local_members
+    target = max(1, CPU_ENVS_PER_CHUNK // max(episodes, 1))
+    return max(d for d in range(1, min(target, local_members) + 1) if local_members % d == 0)
+
+
 def population_size(population: Any) -> int:
     sizes = {x.shape[0] for x in jax.tree.leaves(population)}
     if len(sizes) != 1:
@@ -71,8 +87,8 @@ class Evaluator:
 
     env: any `rlx.envs.Env`. act: the policy. episodes: per member (fitness is
     their mean). max_steps: episode cap (default: the env's time limit).
-    members_per_chunk: members evaluated at once per device (None: all local
-    members). mesh/axis: shard members over this mesh (None: one device).
+    members_per_chunk: members evaluated at once per device (None: `auto_chunk`,
+    on CPU a cache-sized chunk, elsewhere all local members). mesh/axis: shard members over this mesh (None: one device).
     normalize_observations / obs_clip: policies see clip((o - mean)/std, +-clip).
     shared_starts: every member meets the same starts (else one set per mirrored pair).
     """
@@ -93,8 +109,8 @@ class Evaluator:
         return int(self.max_steps or self.env.max_episode_steps)
 
     def chunk(self, local_members: int) -> int:
-        c = local_members if self.members_per_chunk is None else min(self.members_per_chunk,
-                                                                        local_members)
+        c = (auto_chunk(local_members, self.episodes) if self.members_per_chunk is None
+             else min(self.members_per_chunk, local_members))
         if local_members % c:
             raise ValueError(f"{local_members} members per device do not split into chunks of "
                              f"members_per_chunk={self.members_per_chunk}")
@@ -121,8 +137,10 @@ class Evaluator:
         c = population_size(params)
         e = jax.tree.leaves(starts)[0].shape[1]
         obs_shape = self.env.obs_shape
-        state = starts
-        step = jax.vmap(jax.vmap(self.env.step))
+        # envs live on one flat batch axis [C * E] (one vmap: no unit axes in the physics);
+        # only the policy sees [C, E, ...] (a free reshape) to pair members with their envs
+        state = jax.tree.map(lambda x: x.reshape((c * e,) + x.shape[2:]), starts)
+        step = jax.vmap(self.env.step)
         act = jax.vmap(self.act)
         shift = obs_stats.mean
 
@@ -131,29 +149,34 @@ class Evaluator:
                 return obs
             return obs_norm.normalize(obs_stats, obs, clip=self.obs_clip)
 
+        def policy(obs):
+            a = act(params, observe(obs).reshape((c, e) + obs_shape))
+            return a.reshape((c * e,) + a.shape[2:])
+
         def cond(carry):
             t, _, _, _, alive, *_ = carry
             return jnp.logical_and(t < self.steps, jnp.any(alive))
 
         def body(carry):
-            t, s, ret, length, alive, cnt, s1, s2 = carry
-            action = act(params, observe(s.obs))
+            # the observations counted are those acted on while alive: as many as the length
+            t, s, ret, length, alive, s1, s2 = carry
+            action = policy(s.obs)
             dev = (s.obs - shift) * alive.reshape(alive.shape + (1,) * len(obs_shape))
             s, out = step(s, action)
             ret = ret + out.reward * alive
             length = length + alive
-            cnt = cnt + alive.sum(1)
-            s1 = s1 + dev.sum(1)
-            s2 = s2 + (dev * dev).sum(1)
+            s1 = s1 + dev
+            s2 = s2 + dev * dev
             alive = alive * (1.0 - out.done.astype(jnp.float32))
-            return t + 1, s, ret, length, alive, cnt, s1, s2
+            return t + 1, s, ret, length, alive, s1, s2
 
-        zeros = jnp.zeros((c, e), jnp.float32)
-        zobs = jnp.zeros((c,) + obs_shape, jnp.float32)
-        carry = (jnp.zeros((), jnp.int32), state, zeros, zeros, zeros + 1.0,
-                 jnp.zeros((c,), jnp.float32), zobs, zobs)
-        _, _, ret, length, _, cnt, s1, s2 = jax.lax.while_loop(cond, body, carry)
-        return ret, length, cnt, s1, s2
+        zeros = jnp.zeros((c * e,), jnp.float32)
+        zobs = jnp.zeros((c * e,) + obs_shape, jnp.float32)
+        carry = (jnp.zeros((), jnp.int32), state, zeros, zeros, zeros + 1.0, zobs, zobs)
+        _, _, ret, length, _, s1, s2 = jax.lax.while_loop(cond, body, carry)
+        per_member = lambda x: x.reshape((c, e) + x.shape[1:])  # noqa: E731
+        return (per_member(ret), per_member(length), per_member(length).sum(1),
+                per_member(s1).sum(1), per_member(s2).sum(1))
 
     def _local(self, decode: Decode, context: Any, members: Any,
                obs_stats: obs_norm.RunningStats, key: jax.Array):
@@ -209,4 +232,5 @@ class Evaluator:
                 "eval_length": length.mean()}
 
 
-__all__ = ["Evaluator", "EvalOut", "Act", "Decode", "population_size"]
+__all__ = ["Evaluator", "EvalOut", "Act", "Decode", "population_size", "auto_chunk",
+           "CPU_ENVS_PER_CHUNK"]

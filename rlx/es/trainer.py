@@ -30,7 +30,7 @@ from rlx.envs import make as make_env
 from rlx.envs import normalize as obs_norm
 from rlx.envs import validate_env_name
 from rlx.envs.base import Env
-from rlx.es.evaluate import Evaluator
+from rlx.es.evaluate import Evaluator, auto_chunk
 from rlx.es.strategies import ESHParams, make_strategy, validate_strategy_name
 from rlx.networks import ACTIVATIONS, MLP
 from rlx.training import Trainer
@@ -58,7 +58,7 @@ class ESConfig:
     activation: str = "tanh"
     normalize_observations: bool = True
     obs_clip: float = 5.0
-    members_per_chunk: int | None = None  # per device; None: all local members at once
+    members_per_chunk: int | None = None  # per device; None: auto (CPU: ~32 envs; else all)
     shared_starts: bool = False  # every member the same episode starts (else per mirrored pair)
     devices: int | None = None  # mesh size; None: every device (all processes)
     num_evals: int = 11
@@ -139,12 +139,14 @@ def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
                           fresh_reset=config.fresh_reset)
     net, act = make_policy(env, config.hidden_layers, config.activation)
     template = net.init(jax.random.PRNGKey(0), jnp.zeros((1, math.prod(env.obs_shape))))
+    local = config.population_size // mesh.devices.size
+    chunk = config.members_per_chunk or auto_chunk(local, config.episodes_per_member,
+                                                   mesh.devices.flat[0].platform)
     strategy = make_strategy(config.strategy, config.population_size, template, lr=config.lr,
                              sigma=config.sigma, weight_decay=config.weight_decay, mesh=mesh,
-                             chunk_size=config.members_per_chunk,
-                             kwargs=dict(config.strategy_kwargs))
+                             chunk_size=chunk, kwargs=dict(config.strategy_kwargs))
     evaluator = Evaluator(env, act, episodes=config.episodes_per_member,
-                          members_per_chunk=config.members_per_chunk, mesh=mesh,
+                          members_per_chunk=chunk, mesh=mesh,
                           normalize_observations=config.normalize_observations,
                           obs_clip=config.obs_clip, shared_starts=config.shared_starts)
     return env, net, strategy, evaluator, mesh
