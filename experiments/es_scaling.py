@@ -9,8 +9,8 @@ XLA_FLAGS=--xla_force_host_platform_device_count=D, pinned to D cores on CPU
 use every core). A worker times `--timing-generations` generations, then trains
 from the same seed until the population's mean return reaches `--target` (or
 `--max-generations`), measuring wall time after compilation. Members are
-evaluated in the same chunks on every device count (the CPU cache-sized chunk
-of population / max(device counts) members), so with a power-of-two population
+evaluated in the same chunks on every device count (`auto_chunk` of
+population / max(device counts) members), so with a power-of-two population
 every device count follows the bit-identical trajectory: the generations to
 the target are the same and only the time per generation changes (Salimans
 et al. Fig. 1 measure wall-clock to a score against cores). Writes
