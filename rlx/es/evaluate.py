@@ -197,8 +197,9 @@ class Evaluator:
             ok = jnp.isfinite(mret) & jnp.isfinite(s1.reshape(c, -1)).all(1) & jnp.isfinite(
                 s2.reshape(c, -1)).all(1)
             okx = ok.reshape((c,) + (1,) * (s1.ndim - 1))
-            sums = (jnp.where(ok, cnt, 0.0).sum(0), jnp.where(okx, s1, 0.0).sum(0),
-                    jnp.where(okx, s2, 0.0).sum(0), length.sum())
+            # fixed-order (tree) sums: the same bits on every device count
+            sums = (pairwise_sum(jnp.where(ok, cnt, 0.0)), pairwise_sum(jnp.where(okx, s1, 0.0)),
+                    pairwise_sum(jnp.where(okx, s2, 0.0)), pairwise_sum(length.sum(1)))
             return (mret, length.mean(1)), sums
 
         (returns, lengths), sums = jax.lax.map(one_chunk, chunks)
