@@ -10,7 +10,7 @@ Defaults match ../shared/anchors/evosax_es.py: Brax reacher (spring), population
 Fields: env_steps_per_s and generations_per_s (timed generations after the
 first), compile_s (the first generation: compile + run), peak_rss_mb
 (ru_maxrss after the ES generations, before anything else runs; as in
-experiments.es, `rlx.es.memory.release_host_memory()` runs before the
+experiments.es, `rlx.memory.release_host_memory()` runs before the
 generation is compiled and the compiler's freed heap is trimmed before it runs,
 --keep-host-memory skips both), and
 env_only_steps_per_s: the same envs (same count, same devices, same rlx env)
@@ -59,7 +59,7 @@ def parse(argv: list[str] | None):
                    help="XLA CPU devices for this process (default: one per core)")
     p.add_argument("--no-env-only", action="store_true", help="skip the env-only measurement")
     p.add_argument("--keep-host-memory", action="store_true",
-                   help="skip rlx.es.memory.release_host_memory() before compiling")
+                   help="skip rlx.memory.release_host_memory() before compiling")
     p.add_argument("--with-anchor", action="store_true",
                    help="also run the evosax anchor (same config) and print the ratio")
     p.add_argument("--anchor-path", default=str(ANCHOR))
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from rlx.es import ESConfig, make_train
     from rlx.es.evaluate import auto_chunk
-    from rlx.es.memory import release_host_memory, trim_heap
+    from rlx.memory import release_host_memory, trim_heap
     from rlx.es.trainer import build
 
     config = ESConfig(env=a.env, backend=a.backend, episode_length=a.episode_length,

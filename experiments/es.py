@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from rlx import logging, runner
     from rlx.es import make_train
-    from rlx.es.memory import release_host_memory
+    from rlx.memory import release_host_memory
     from rlx.es.trainer import search_mean
 
     config = common.exit_on_value_error(lambda: build_config(args))

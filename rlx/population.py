@@ -110,5 +110,22 @@ def pmap_population(fn: Callable, mesh: Mesh | None = None, axis: str = AXIS,
             check_divisible(size(args), mesh)
         return jitted(*shard(args, mesh, axis))
 
+    def lower(*args):
+        """Lower for arguments (arrays or `jax.ShapeDtypeStruct`s) placed as `call` places them."""
+        return jitted.lower(*abstract(args, mesh, axis))
+
     call.jitted = jitted  # type: ignore[attr-defined]
+    call.lower = lower  # type: ignore[attr-defined]
     return call
+
+
+def abstract(tree: Any, mesh: Mesh, axis: str | None = AXIS) -> Any:
+    """`jax.ShapeDtypeStruct`s of `tree`'s leaves with the sharding `shard` would give them
+    (for compiling ahead of time, before the values exist)."""
+    def leaf(x):
+        spec = P(axis) if np.ndim(x) >= 1 else P()
+        dtype = x.dtype if hasattr(x, "dtype") else jax.numpy.result_type(x)
+        return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=NamedSharding(mesh, spec),
+                                    weak_type=bool(getattr(x, "weak_type", False)))
+
+    return jax.tree.map(leaf, tree)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlx import population
+from rlx import memory, population
 from rlx.training import Trainer
 
 
@@ -77,6 +77,7 @@ class RunResult:
     resumed_from: int | None
     devices: int
     steps_per_update: int
+    started_at: float = 0.0  # time.time() when the run started (eval_times count from it)
 
 
 def params_digest(tree: Any) -> str:
@@ -164,9 +165,29 @@ def _stack(chunks: list[dict]) -> dict[str, np.ndarray]:
                                for c in chunks]) for k in chunks[0]}
 
 
+def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
+                     axis: str | None) -> tuple[Any, Any, Any]:
+    """(init, evaluate, updates) of the population, compiled ahead of time.
+
+    `updates` runs `updates_per_eval` updates (donating its state); a chunk is one
+    call of it and one of `evaluate`, so the evaluation is compiled once. Calls
+    take arguments placed as `population.shard` places them (`axis=None`: replicated).
+    """
+    name = trainer.axis_name
+    init = population.pmap_population(trainer.init, mesh, axis, axis_name=name)
+    evaluate = population.pmap_population(trainer.evaluate, mesh, axis, axis_name=name)
+    updates = population.pmap_population(trainer.run_updates, mesh, axis, donate=True,
+                                         axis_name=name)
+    args = population.abstract((keys, hparams), mesh, axis)
+    state = population.abstract(jax.eval_shape(init.jitted, *args), mesh, axis)
+    return (init.lower(*args).compile(), evaluate.lower(state).compile(),
+            updates.lower(state).compile())
+
+
 def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = None, *,
         hparams: Any = None, devices: int | None = None, checkpoint: bool = True,
-        progress: bool = True, stop_after_chunks: int | None = None) -> RunResult:
+        progress: bool = True, stop_after_chunks: int | None = None,
+        release_memory: bool = True) -> RunResult:
     """Train `len(keys)` members as one sharded program, chunk by chunk.
 
     keys: `[members, 2]` PRNG keys (one per seed/member). hparams: one set for all
@@ -176,6 +197,12 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     replicated on that mesh and ignores `devices`. With `out_dir` and
     `checkpoint`, each chunk is saved under `out_dir/checkpoints` and a rerun resumes.
     `stop_after_chunks` ends early (as if killed) after that many chunks in this call.
+    `release_memory`: before compiling, drop JAX's caches of earlier (eager) programs and
+    return freed heap to the OS (`rlx.memory`; lowers peak RSS, other jitted functions
+    recompile on their next call).
+
+    Three programs are compiled ahead of time (`compile_programs`): init, evaluate and
+    `updates_per_eval` updates; a chunk is one call of the last two.
     """
     keys = jnp.asarray(keys)
     members = keys.shape[0]
@@ -184,16 +211,18 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
         mesh, axis = trainer.mesh, None
     else:
         mesh, axis = choose_mesh(members, devices), population.AXIS
-    name = trainer.axis_name
-    init = population.pmap_population(trainer.init, mesh, axis, axis_name=name)
-    evaluate = population.pmap_population(trainer.evaluate, mesh, axis, axis_name=name)
-    chunk = population.pmap_population(trainer.run_chunk, mesh, axis, donate=True, axis_name=name)
-    num_chunks = trainer.num_evals - 1
-
     mngr = _manager(Path(out_dir) / "checkpoints") if (out_dir is not None and checkpoint) else None
     t_start = time.time()
     PROGRESS.first_update_time = None
+    if release_memory:
+        memory.release_host_memory()
+    init, evaluate, updates = compile_programs(trainer, keys, hparams, mesh, axis)
+    num_chunks = trainer.num_evals - 1
+    keys, hparams = (population.shard(x, mesh, axis) if axis is not None else
+                     jax.device_put(x, population.sharding(mesh, None)) for x in (keys, hparams))
     state = init(keys, hparams)
+    if release_memory:
+        memory.trim_heap()  # the compiler's freed heap
     resumed_from = mngr.latest_step() if mngr is not None else None
     if resumed_from is not None:
         state, history = _restore(mngr, resumed_from, state)
@@ -216,7 +245,8 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
         for c in range(done_chunks, num_chunks):
             if stop_after_chunks is not None and c - done_chunks >= stop_after_chunks:
                 break
-            new_state, (train_m, eval_m) = chunk(state)
+            new_state, train_m = updates(state)
+            eval_m = evaluate(new_state)
             train_m, eval_m = _to_lists(train_m), _to_lists(eval_m)
             if not (_no_nan(new_state) and _no_nan(train_m)):
                 bad = _first_bad_update(train_m)
@@ -246,7 +276,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     return RunResult(state=state, train=_stack(train_chunks), eval=evals,
                      eval_steps=[i * trainer.updates_per_eval * trainer.steps_per_update
                                  for i in range(n_evals)],
-                     eval_times=eval_times, wall_s=wall, compile_s=compile_s,
+                     eval_times=eval_times, wall_s=wall, compile_s=compile_s, started_at=t_start,
                      resumed_from=resumed_from, devices=mesh.devices.size,
                      steps_per_update=trainer.steps_per_update)
 

@@ -18,6 +18,21 @@ import jax.numpy as jnp
 Metrics = dict[str, jax.Array]
 
 
+def report(on_update: Callable[[jax.Array, jax.Array], None] | None, index: jax.Array,
+           value: jax.Array, after: Any) -> None:
+    """Call `on_update(index, value)` on the host once `after` (the new state) is computed.
+
+    XLA runs a host callback as soon as its own arguments are ready (PPO's episode
+    return: right after the rollout, before the SGD epochs), so progress bars and
+    first-update timings would run ahead of training. One element of every leaf
+    of `after` is passed along (and ignored) to make the call wait for all of it.
+    """
+    if on_update is None:
+        return
+    witness = [x.reshape(-1)[:1] for x in jax.tree.leaves(after) if x.size]
+    jax.debug.callback(lambda i, v, _: on_update(i, v), index, value, witness)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """A trainer as pure functions of a state pytree.
@@ -49,10 +64,14 @@ class Trainer:
     def total_env_steps(self) -> int:
         return self.num_updates * self.steps_per_update
 
+    def run_updates(self, state: Any) -> tuple[Any, Metrics]:
+        """`updates_per_eval` updates (one `lax.scan`); metrics stacked `[updates_per_eval]`."""
+        return jax.lax.scan(lambda s, _: self.update(s), state, None,
+                            length=self.updates_per_eval)
+
     def run_chunk(self, state: Any) -> tuple[Any, tuple[Metrics, Metrics]]:
-        """`updates_per_eval` updates (one `lax.scan`), then one evaluation."""
-        state, train_metrics = jax.lax.scan(lambda s, _: self.update(s), state, None,
-                                            length=self.updates_per_eval)
+        """`updates_per_eval` updates, then one evaluation."""
+        state, train_metrics = self.run_updates(state)
         return state, (train_metrics, self.evaluate(state))
 
     def __call__(self, key: jax.Array, hparams: Any = None) -> tuple[Any, dict[str, Metrics]]:

@@ -33,7 +33,7 @@ from rlx.envs import validate_env_name
 from rlx.envs.base import Env, EnvState
 from rlx.networks import ACTIVATIONS, ActorCritic
 from rlx.rollout import Transition, episode_stats, evaluate, reset, rollout
-from rlx.training import Trainer
+from rlx.training import Trainer, report
 
 # loss(params, rollout [T, N], hparams) -> (scalar to minimise, aux metrics)
 LossFn = Callable[[Any, Transition, Any], tuple[jax.Array, dict]]
@@ -157,8 +157,7 @@ def build_trainer(config: NStepConfig, env: Env, net: nn.Module, loss_fn: LossFn
         ep = episode_stats(traj)
         metrics = {"loss": loss, "grad_norm": gnorm, **aux, **ep,
                    "episode_return": ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0)}
-        if on_update is not None:
-            jax.debug.callback(on_update, new_state.update, metrics["episode_return"])
+        report(on_update, new_state.update, metrics["episode_return"], new_state)
         return new_state, metrics
 
     def evaluate_fn(state: NStepState) -> dict:

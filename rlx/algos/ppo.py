@@ -30,7 +30,7 @@ from rlx.envs import validate_env_name
 from rlx.envs.base import Env, EnvState
 from rlx.networks import ACTIVATIONS, ActorCritic
 from rlx.rollout import episode_stats, evaluate, reset, rollout
-from rlx.training import Trainer
+from rlx.training import Trainer, report
 
 OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive")
 
@@ -295,8 +295,7 @@ def make_train(config: PPOConfig, env: Env | None = None,
         metrics.update(ep)
         metrics.update(kl_full=kl, kl_beta=kl_beta,
                        episode_return=ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0))
-        if on_update is not None:
-            jax.debug.callback(on_update, new_state.update, metrics["episode_return"])
+        report(on_update, new_state.update, metrics["episode_return"], new_state)
         return new_state, metrics
 
     def act_deterministic(state: PPOState):

@@ -32,7 +32,7 @@ from rlx.epg.inner import Inner
 from rlx.es.openai_es import OpenAIES
 from rlx.es.strategies import ESHParams, RlxStrategy
 from rlx.es.trainer import fitness_metrics
-from rlx.training import Trainer
+from rlx.training import Trainer, report
 
 
 @struct.dataclass
@@ -141,8 +141,7 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
                    / jnp.maximum(jnp.isfinite(loss).sum(), 1),  # diverged members rank last
                    "env_steps": jnp.asarray(steps_per_gen, jnp.float32),
                    "params_norm": jnp.linalg.norm(ss.mean)}
-        if on_update is not None:
-            jax.debug.callback(on_update, new_state.generation, metrics["return_mean"])
+        report(on_update, new_state.generation, metrics["return_mean"], new_state)
         return new_state, metrics
 
     def evaluate(state: EPGState) -> dict:

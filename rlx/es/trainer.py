@@ -33,7 +33,7 @@ from rlx.envs.base import Env
 from rlx.es.evaluate import Evaluator, auto_chunk
 from rlx.es.strategies import ESHParams, make_strategy, validate_strategy_name
 from rlx.networks import ACTIVATIONS, MLP
-from rlx.training import Trainer
+from rlx.training import Trainer, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +191,7 @@ def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = Non
         metrics = {**fitness_metrics(out.returns), **extra,
                    "episode_length": out.lengths.mean(), "env_steps": out.env_steps,
                    "params_norm": jnp.linalg.norm(ravel_pytree(strategy.mean(ss, hp))[0])}
-        if on_update is not None:
-            jax.debug.callback(on_update, new_state.generation, metrics["return_mean"])
+        report(on_update, new_state.generation, metrics["return_mean"], new_state)
         return new_state, metrics
 
     def evaluate(state: ESState) -> dict:
