@@ -78,6 +78,7 @@ class RunResult:
     devices: int
     steps_per_update: int
     started_at: float = 0.0  # time.time() when the run started (eval_times count from it)
+    compile_times: dict[str, float] = dataclasses.field(default_factory=dict)  # per program, s
 
 
 def params_digest(tree: Any) -> str:
@@ -166,8 +167,9 @@ def _stack(chunks: list[dict]) -> dict[str, np.ndarray]:
 
 
 def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
-                     axis: str | None) -> tuple[Any, Any, Any]:
-    """(init, evaluate, updates) of the population, compiled ahead of time.
+                     axis: str | None) -> tuple[tuple[Any, Any, Any], dict[str, float]]:
+    """(init, evaluate, updates) of the population, compiled ahead of time, and the
+    seconds each took to lower and compile.
 
     `updates` runs `updates_per_eval` updates (donating its state); a chunk is one
     call of it and one of `evaluate`, so the evaluation is compiled once. Calls
@@ -180,8 +182,13 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
                                          axis_name=name)
     args = population.abstract((keys, hparams), mesh, axis)
     state = population.abstract(jax.eval_shape(init.jitted, *args), mesh, axis)
-    return (init.lower(*args).compile(), evaluate.lower(state).compile(),
-            updates.lower(state).compile())
+    programs, seconds = [], {}
+    for name, fn, fn_args in (("init", init, args), ("evaluate", evaluate, (state,)),
+                              ("updates", updates, (state,))):
+        t = time.time()
+        programs.append(fn.lower(*fn_args).compile())
+        seconds[name] = time.time() - t
+    return tuple(programs), seconds
 
 
 def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = None, *,
@@ -216,7 +223,8 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     PROGRESS.first_update_time = None
     if release_memory:
         memory.release_host_memory()
-    init, evaluate, updates = compile_programs(trainer, keys, hparams, mesh, axis)
+    (init, evaluate, updates), compile_times = compile_programs(trainer, keys, hparams, mesh,
+                                                                axis)
     num_chunks = trainer.num_evals - 1
     keys, hparams = (population.shard(x, mesh, axis) if axis is not None else
                      jax.device_put(x, population.sharding(mesh, None)) for x in (keys, hparams))
@@ -277,6 +285,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
                      eval_steps=[i * trainer.updates_per_eval * trainer.steps_per_update
                                  for i in range(n_evals)],
                      eval_times=eval_times, wall_s=wall, compile_s=compile_s, started_at=t_start,
+                     compile_times=compile_times,
                      resumed_from=resumed_from, devices=mesh.devices.size,
                      steps_per_update=trainer.steps_per_update)
 
