@@ -57,3 +57,39 @@ def test_progress_hook_sees_every_update():
     jax.block_until_ready(jax.jit(trainer)(jax.random.PRNGKey(0)))
     jax.effects_barrier()
     assert sorted(set(seen)) == list(range(1, trainer.num_updates + 1))
+
+
+def test_progress_hook_waits_for_the_new_state():
+    """`report` fires only once the state it reports on is computed (not when its
+    own arguments happen to be ready, e.g. after the rollout but before SGD)."""
+    import time
+
+    import jax.numpy as jnp
+    from jax.experimental import io_callback
+
+    from rlx.training import report
+
+    order = []
+
+    def slow(x):
+        time.sleep(0.2)
+        order.append("work")
+        return x
+
+    def update(s):
+        new = io_callback(slow, jax.ShapeDtypeStruct((), jnp.float32), s + 1.0)
+        report(lambda i, v: order.append("report"), jnp.int32(1), s, after=new)
+        return new
+
+    jax.block_until_ready(jax.jit(update)(jnp.float32(0.0)))
+    jax.effects_barrier()
+    assert order == ["work", "report"]
+
+
+def test_run_reports_compile_times_and_start():
+    trainer = ppo.make_train(CFG)
+    res = runner.run(trainer, jax.random.split(jax.random.PRNGKey(0), 2), None, progress=False,
+                     stop_after_chunks=1)
+    assert set(res.compile_times) == {"init", "evaluate", "updates"}
+    assert all(t > 0 for t in res.compile_times.values())
+    assert res.started_at > 0 and res.eval_times[1] > res.eval_times[0]
