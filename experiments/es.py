@@ -1,6 +1,7 @@
 """Train a policy with Evolution Strategies, the population sharded over every device.
 
     python -m experiments.es --out runs/es                        # Brax reacher, OpenAI-ES
+    python -m experiments.es --out runs/es_q --quick              # tiny (tests, smoke runs)
     python -m experiments.es --out runs/es_cp --env CartPole-v1
     python -m experiments.es --out runs/cma --env CartPole-v1 --strategy CMA_ES
     # two processes (hosts), one population over both processes' devices:
@@ -112,14 +113,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     from rlx import logging, runner
     from rlx.es import make_train
-    from rlx.memory import release_host_memory
     from rlx.es.trainer import search_mean
 
     config = common.exit_on_value_error(lambda: build_config(args))
     trainer = common.exit_on_value_error(lambda: make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     primary = distributed.is_primary()
-    release_host_memory()  # env construction's cached executables: lower peak RSS
     t0 = time.time()
     result = runner.run(trainer, keys, args.out, progress=primary and not args.no_progress)
     wall = time.time() - t0

@@ -1,6 +1,7 @@
 """The ES paper's scaling figure: time per generation and time to a target return vs devices.
 
     python -m experiments.es_scaling --out runs/es_scaling                 # reacher, 1 and 2 CPU devices
+    python -m experiments.es_scaling --out runs/s_q --quick                # tiny (tests)
     python -m experiments.es_scaling --out runs/s --device-counts 1,2,4,8  # on a GPU/TPU host
 
 Each device count runs in its own subprocess with its own

@@ -1,6 +1,7 @@
 """Data efficiency of ES against rlx PPO: env steps ES needs to reach PPO's return.
 
     python -m experiments.es_vs_ppo --out runs/es_vs_ppo                     # reacher
+    python -m experiments.es_vs_ppo --out runs/q --quick                     # tiny (tests)
     python -m experiments.es_vs_ppo --out runs/cp --env CartPole-v1 --ppo-steps 200000 --total-steps 5000000
 
 PPO is rlx's own (`rlx.algos.ppo.make_train` + `rlx.runner.run`, the

@@ -1,6 +1,7 @@
 """Train PPO on any rlx environment, any number of seeds as one program.
 
     python -m experiments.ppo --out runs/ppo                  # reacher, 2 seeds, CPU-sized
+    python -m experiments.ppo --out runs/ppo_q --quick        # tiny (tests, smoke runs)
     python -m experiments.ppo --out runs/cp --env CartPole-v1 --seeds 8
     python -m experiments.ppo --out runs/brax --preset brax   # Brax's PPO defaults
 

@@ -1,6 +1,7 @@
 """The PPO paper's Table 1: no clipping vs clipping vs KL penalties, normalised scores.
 
     python -m experiments.ppo_clip_ablation --out runs/ablation           # CPU default
+    python -m experiments.ppo_clip_ablation --out runs/q --quick          # tiny (tests)
     python -m experiments.ppo_clip_ablation --out runs/ablation --full    # paper size (GPU)
 
 Every setting x seed of one env is one vmapped program (the variants are

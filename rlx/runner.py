@@ -183,11 +183,11 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
     args = population.abstract((keys, hparams), mesh, axis)
     state = population.abstract(jax.eval_shape(init.jitted, *args), mesh, axis)
     programs, seconds = [], {}
-    for name, fn, fn_args in (("init", init, args), ("evaluate", evaluate, (state,)),
-                              ("updates", updates, (state,))):
+    for label, fn, fn_args in (("init", init, args), ("evaluate", evaluate, (state,)),
+                               ("updates", updates, (state,))):
         t = time.time()
         programs.append(fn.lower(*fn_args).compile())
-        seconds[name] = time.time() - t
+        seconds[label] = time.time() - t
     return tuple(programs), seconds
 
 
@@ -226,9 +226,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     (init, evaluate, updates), compile_times = compile_programs(trainer, keys, hparams, mesh,
                                                                 axis)
     num_chunks = trainer.num_evals - 1
-    keys, hparams = (population.shard(x, mesh, axis) if axis is not None else
-                     jax.device_put(x, population.sharding(mesh, None)) for x in (keys, hparams))
-    state = init(keys, hparams)
+    state = init(*population.shard((keys, hparams), mesh, axis))
     if release_memory:
         memory.trim_heap()  # the compiler's freed heap
     resumed_from = mngr.latest_step() if mngr is not None else None
