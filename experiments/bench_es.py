@@ -161,9 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from rlx.es import ESConfig, make_train
-    from rlx.es.evaluate import auto_chunk
     from rlx.memory import release_host_memory, trim_heap
-    from rlx.es.trainer import build
+    from rlx.es.trainer import build, chunk_size
 
     config = ESConfig(env=a.env, backend=a.backend, episode_length=a.episode_length,
                       strategy=a.strategy, population_size=a.population, sigma=a.sigma, lr=a.lr,
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
                       members_per_chunk=a.members_per_chunk, generations=a.generations,
                       num_evals=2, devices=a.devices)
     trainer = common.exit_on_value_error(lambda: make_train(config))
-    chunk = a.members_per_chunk or auto_chunk(a.population // trainer.mesh.devices.size)
+    chunk = chunk_size(config, trainer.mesh)
     # the run's state lives replicated on the mesh (as under rlx.runner), so every
     # generation reuses the first one's executable
     replicated = NamedSharding(trainer.mesh, P())

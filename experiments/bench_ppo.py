@@ -20,8 +20,9 @@ added back (`updates_compile_s`; the rate without it is
 measured as the anchor's is: from the start of the process (imports included)
 to the evaluation after the first update; `compile_s` from the start of the run
 (after imports and env construction) to the end of the first update.
-`peak_rss_mb` is taken when training ends, before the env-only measurement. One agent's envs are split
-over the devices (data parallel, gradients averaged): on CPU one device per core.
+`peak_rss_mb` is taken when training ends, before the env-only measurement. One
+agent's envs are split over the devices (data parallel, gradients averaged): on
+CPU one device per core.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def run_rlx(args) -> dict:
             "devices": ndev, "env_steps": steps[-1], "wall_s": round(res.wall_s, 1),
             "env_steps_per_s": round(sps_with_compile, 1),
             "env_steps_per_s_after_compile": round(sps, 1),
-            "updates_compile_s": round(updates_compile_s, 1), "compile_s": round(res.compile_s or float("nan"), 1),
+            "updates_compile_s": round(updates_compile_s, 1),
+            "compile_s": round(res.compile_s or float("nan"), 1),
             "first_update_s": round(first_update_s, 1), "peak_rss_mb": round(peak_rss, 1),
             "env_only_steps_per_s": round(env_only, 1),
             "eval_returns": [round(float(r), 2) for r in res.eval["eval_return"].mean(1)],
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = dict(rlx_out)
     out["anchor"] = anchor
     out["speedup_vs_anchor"] = round(rlx_out["env_steps_per_s"] / anchor["train_steps_per_s"], 2)
-    out["first_update_ratio_vs_anchor"] = (round(rlx_out["first_update_s"] / anchor["first_update_s"], 2)
-                                      if anchor.get("first_update_s") else None)
+    out["first_update_ratio_vs_anchor"] = (
+        round(rlx_out["first_update_s"] / anchor["first_update_s"], 2)
+        if anchor.get("first_update_s") else None)
     out["memory_ratio_vs_anchor"] = round(rlx_out["peak_rss_mb"] / anchor["peak_rss_mb"], 2)
     print(json.dumps(out), flush=True)
     return out

@@ -180,13 +180,15 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
     evaluate = population.pmap_population(trainer.evaluate, mesh, axis, axis_name=name)
     updates = population.pmap_population(trainer.run_updates, mesh, axis, donate=True,
                                          axis_name=name)
-    args = population.abstract((keys, hparams), mesh, axis)
-    state = population.abstract(jax.eval_shape(init.jitted, *args), mesh, axis)
-    programs, seconds = [], {}
-    for label, fn, fn_args in (("init", init, args), ("evaluate", evaluate, (state,)),
-                               ("updates", updates, (state,))):
+    seconds = {}
+    t = time.time()
+    lowered_init = init.lower(keys, hparams)
+    programs = [lowered_init.compile()]
+    seconds["init"] = time.time() - t
+    state = population.abstract(lowered_init.out_info, mesh, axis)  # the state's shapes
+    for label, fn in (("evaluate", evaluate), ("updates", updates)):
         t = time.time()
-        programs.append(fn.lower(*fn_args).compile())
+        programs.append(fn.lower(state).compile())
         seconds[label] = time.time() - t
     return tuple(programs), seconds
 

@@ -58,7 +58,7 @@ class ESConfig:
     activation: str = "tanh"
     normalize_observations: bool = True
     obs_clip: float = 5.0
-    members_per_chunk: int | None = None  # per device; None: auto (CPU: ~32 envs; else all)
+    members_per_chunk: int | None = None  # per device; None: `chunk_size` (CPU: <= 256 envs)
     shared_starts: bool = False  # every member the same episode starts (else per mirrored pair)
     devices: int | None = None  # mesh size; None: every device (all processes)
     num_evals: int = 11
@@ -130,6 +130,13 @@ def make_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tan
     return net, act
 
 
+def chunk_size(config: ESConfig, mesh: Mesh) -> int:
+    """Members evaluated at once per device: `members_per_chunk`, else `auto_chunk`."""
+    local = config.population_size // mesh.devices.size
+    return config.members_per_chunk or auto_chunk(local, config.episodes_per_member,
+                                                  mesh.devices.flat[0].platform)
+
+
 def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
     """(env, net, strategy, evaluator, mesh) for `config`; validated before any compile."""
     config.validate()
@@ -139,9 +146,7 @@ def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
                           fresh_reset=config.fresh_reset)
     net, act = make_policy(env, config.hidden_layers, config.activation)
     template = net.init(jax.random.PRNGKey(0), jnp.zeros((1, math.prod(env.obs_shape))))
-    local = config.population_size // mesh.devices.size
-    chunk = config.members_per_chunk or auto_chunk(local, config.episodes_per_member,
-                                                   mesh.devices.flat[0].platform)
+    chunk = chunk_size(config, mesh)
     strategy = make_strategy(config.strategy, config.population_size, template, lr=config.lr,
                              sigma=config.sigma, weight_decay=config.weight_decay, mesh=mesh,
                              chunk_size=chunk, kwargs=dict(config.strategy_kwargs))
