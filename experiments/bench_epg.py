@@ -9,7 +9,8 @@ lifetime) per second of a generation (ES step included, compile excluded).
 loss_overhead: time of one inner Adam step with the learned loss (policy forward
 + loss network + backward) / time of one Adam step with rlx PPO's loss
 (clipped surrogate + value loss + entropy on an actor-critic of the same widths)
-on the same batch (num_envs x buffer_size transitions). The bar is <= 1.5.
+on the same batch (num_envs x buffer_size transitions), best of 10 alternating
+rounds of 50 steps each. The bar is <= 1.5.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ import time
 from experiments import common
 
 
-def _time(fn, *args, repeats: int = 5) -> float:
+def _best_interleaved(fns: dict, repeats: int = 10) -> dict:
+    """Best wall time of each `fn()` over `repeats` rounds that alternate between them
+    (after one compile call each), so every candidate sees the same machine conditions."""
     import jax
 
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    best = {name: float("inf") for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
@@ -61,7 +66,6 @@ def loss_overhead(config, steps: int = 50) -> dict:
         return p
 
     epg = jax.jit(lambda p, b: run_steps(lambda q, bb: inner.learned_loss(phi, q, bb), p, b))
-    t_epg = _time(epg, state.params, buf) / steps
 
     net = ActorCritic(action_size=inner.action_size, head="gaussian",
                       policy_layers=tuple(config.policy_layers),
@@ -81,7 +85,8 @@ def loss_overhead(config, steps: int = 50) -> dict:
             dist.entropy())
 
     ppo = jax.jit(lambda p, b: run_steps(ppo_loss, p, b))
-    t_ppo = _time(ppo, ac, batch) / steps
+    best = _best_interleaved({"epg": lambda: epg(state.params, buf), "ppo": lambda: ppo(ac, batch)})
+    t_epg, t_ppo = best["epg"] / steps, best["ppo"] / steps
     return {"epg_step_s": t_epg, "ppo_step_s": t_ppo, "loss_overhead": t_epg / t_ppo,
             "batch_transitions": n}
 

@@ -55,18 +55,20 @@ def test_policy_gradient_flows_through_the_learned_loss():
     assert state.buffer.obs.shape == (2, 32, 4) and state.buffer.action.shape == (2, 32, 2)
 
 
-def test_strided_conv_equals_flax_conv():
+@pytest.mark.parametrize("kernel,stride,length", [(6, 5, 50), (4, 2, 9), (3, 4, 14), (5, 1, 12),
+                                                  (7, 3, 7)])
+def test_strided_conv_equals_flax_conv(kernel, stride, length):
     import flax.linen as nn
 
     from rlx.epg.loss_net import Conv1D
 
-    x = jax.random.normal(jax.random.PRNGKey(0), (3, 50, 7))
-    m = Conv1D(5, 6, 5)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, length, 7))
+    m = Conv1D(5, kernel, stride)
     p = m.init(jax.random.PRNGKey(1), x)
-    ref = nn.Conv(5, (6,), strides=(5,), padding="VALID").apply(p, x)
-    np.testing.assert_allclose(m.apply(p, x), ref, atol=1e-5)
-    gx = jax.grad(lambda z: m.apply(p, z).sum())(x)
-    gr = jax.grad(lambda z: nn.Conv(5, (6,), strides=(5,), padding="VALID").apply(p, z).sum())(x)
+    ref_net = nn.Conv(5, (kernel,), strides=(stride,), padding="VALID")
+    np.testing.assert_allclose(m.apply(p, x), ref_net.apply(p, x), atol=1e-5)
+    gx = jax.grad(lambda z: jnp.sin(m.apply(p, z)).sum())(x)
+    gr = jax.grad(lambda z: jnp.sin(ref_net.apply(p, z)).sum())(x)
     np.testing.assert_allclose(gx, gr, atol=1e-5)
 
 

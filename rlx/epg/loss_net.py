@@ -45,8 +45,10 @@ def conv_output_length(length: int, conv: Sequence[tuple[int, int, int]]) -> int
 class Conv1D(nn.Module):
     """VALID strided 1-D convolution, y_t = b + sum_j x_{t s + j} W_j  (W: [k, F, C], flax's layout).
 
-    Written as k strided slices and matmuls: on XLA:CPU this is several times faster
-    than `lax.conv` at these small channel counts, forward and backward.
+    Taps are taken in groups of `stride`: group g reads x[g s : g s + out s] as
+    [out, s, F] blocks (a reshape, no gather) and contracts its taps in one matmul,
+    so a kernel of size k costs ceil(k / s) matmuls. On XLA:CPU, at these small
+    channel counts, that is several times faster than `lax.conv`, forward and backward.
     """
 
     features: int
@@ -59,11 +61,21 @@ class Conv1D(nn.Module):
         f = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, f, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        out_len = (x.shape[-2] - k) // s + 1
+        length = x.shape[-2]
+        out_len = (length - k) // s + 1
+        groups = -(-k // s)
+        # the last group's block may run past the end by < s steps it never uses
+        pad = max(0, (groups - 1) * s + out_len * s - length)
+        if pad:
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, 0)])
+        lead = x.shape[:-2]
         y = bias
-        for j in range(k):
-            xj = jax.lax.slice_in_dim(x, j, j + (out_len - 1) * s + 1, stride=s, axis=x.ndim - 2)
-            y = y + xj @ kernel[j]
+        for g in range(groups):
+            w = min(s, k - g * s)  # taps in this group
+            block = jax.lax.slice_in_dim(x, g * s, g * s + out_len * s, axis=x.ndim - 2)
+            block = block.reshape(lead + (out_len, s, f))[..., :w, :]
+            y = y + block.reshape(lead + (out_len, w * f)) @ kernel[g * s: g * s + w].reshape(
+                w * f, self.features)
         return y
 
 
