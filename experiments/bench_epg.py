@@ -5,7 +5,8 @@
     python -m experiments.bench_epg --full          # openai/EPG sizes (GPU)
 
 env_steps_per_s: inner-loop env steps of the whole population (members x tasks x
-lifetime) per second of a generation (ES step included, compile excluded).
+lifetime) per second of a generation (ES step included, compile excluded; best of 5
+runs of --generations generations).
 loss_overhead: time of one inner Adam step with the learned loss (policy forward
 + loss network + backward) / time of one Adam step with rlx PPO's loss
 (clipped surrogate + value loss + entropy on an actor-critic of the same widths)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     jax.block_until_ready(s1)
     first = time.perf_counter() - t0
     runs = []
-    for _ in range(2):  # the first reuse may recompile for the output sharding
+    for _ in range(5):  # best of 5 (the first reuse may recompile for the output sharding)
         t = time.perf_counter()
         s1, m = gens(s1)
         jax.block_until_ready(s1)
