@@ -36,6 +36,8 @@ def add_flags(p) -> None:
     p.add_argument("--ppo-coef", type=float, default=None, help="PPO auxiliary weight (0: off)")
     p.add_argument("--ppo-anneal-frac", type=float, default=None,
                    help="fraction of generations over which the PPO weight falls to 0")
+    p.add_argument("--ppo-mix", default=None, choices=("add", "convex"),
+                   help="add: L_phi + alpha L_PPO (default); convex: (1-alpha) L_phi + alpha L_PPO")
     p.add_argument("--sigma", type=float, default=None)
     p.add_argument("--outer-lr", type=float, default=None)
     p.add_argument("--num-evals", type=int, default=None)
@@ -50,7 +52,7 @@ def build_config(args):
         kw.update(QUICK)
     flags = dict(population_size=args.population, tasks_per_member=args.tasks_per_member,
                  inner_updates=args.inner_updates, loss_form=args.loss_form, ppo_coef=args.ppo_coef,
-                 ppo_anneal_frac=args.ppo_anneal_frac,
+                 ppo_anneal_frac=args.ppo_anneal_frac, ppo_mix=args.ppo_mix,
                  sigma=args.sigma, outer_lr=args.outer_lr, num_evals=args.num_evals,
                  devices=args.devices)
     kw.update({k: v for k, v in flags.items() if v is not None})

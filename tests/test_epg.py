@@ -74,6 +74,25 @@ def test_strided_conv_equals_flax_conv(kernel, stride, length):
 
 # ---- inner loop -----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("mix, alpha", [("add", 0.3), ("convex", 0.3), ("convex", 1.0)])
+def test_total_loss_mixes_the_ppo_term(mix, alpha):
+    config = EPGConfig(**{**TINY.__dict__, "ppo_mix": mix})
+    inner = Inner(config)
+    env = inner.family.make_env(jnp.array([1.0, 0.0]))
+    state = inner.init(env, jax.random.PRNGKey(0))
+    phi = inner.init_loss_params(jax.random.PRNGKey(1))
+    learned = inner.learned_loss(phi, state.params, state.buffer)
+    ppo = inner.ppo_loss(state.params, state.buffer)
+    weight = 1.0 - alpha if mix == "convex" else 1.0
+    total = inner.total_loss(state.params, phi, state.buffer, jnp.float32(alpha))
+    np.testing.assert_allclose(total, weight * learned + alpha * ppo, rtol=1e-5, atol=1e-6)
+    if mix == "convex" and alpha == 1.0:  # openai/EPG at generation 0: PPO alone drives the agent
+        g = jax.grad(inner.total_loss)(state.params, phi, state.buffer, jnp.float32(alpha))
+        g_ppo = jax.grad(inner.ppo_loss)(state.params, state.buffer)
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ppo)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_inner_adam_steps_decrease_the_learned_loss():
     config = EPGConfig(**{**TINY.__dict__, "sgd_steps": 20, "inner_lr": 1e-2, "ppo_coef": 0.0})
     inner = Inner(config)
@@ -151,6 +170,8 @@ def test_es_generation_sharded_on_two_devices_equals_one_device():
     (dict(conv=((3, 0, 4),)), "kernel, stride"),
     (dict(r_min=2.0, r_max=1.0), "r_min"),
     (dict(num_evals=1), "num_evals"),
+    (dict(ppo_mix="blend"), "ppo_mix"),
+    (dict(ppo_mix="convex", ppo_coef=2.0), "ppo_coef <= 1"),
 ])
 def test_validation_errors_before_compile(kw, match):
     with pytest.raises(ValueError, match=match):

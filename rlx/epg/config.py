@@ -10,6 +10,9 @@ from rlx.epg.tasks import FAMILIES, REGIONS, TaskFamily
 from rlx.networks import ACTIVATIONS
 
 
+PPO_MIXES = ("add", "convex")
+
+
 @dataclasses.dataclass(frozen=True)
 class EPGConfig:
     """An EPG run: the task family, the inner loop (agent + learned loss), the outer ES.
@@ -49,6 +52,7 @@ class EPGConfig:
     memory_size: int = 0  # trainable memory vector fed to the loss (0: off)
     ppo_coef: float = 1.0  # weight of the PPO-surrogate auxiliary term at generation 0 (0: off)
     ppo_anneal_frac: float = 0.125  # annealed linearly to 0 over this fraction of generations
+    ppo_mix: str = "add"  # add: L_phi + alpha L_PPO; convex (openai/EPG): (1-alpha) L_phi + alpha L_PPO
     ppo_clip: float = 0.2
     gamma: float = 0.99
     # outer loop: ES (rlx.es OpenAI-ES: antithetic, centered ranks, Adam)
@@ -95,6 +99,11 @@ class EPGConfig:
         if any(w < 1 for w in self.dense) or self.memory_size < 0:
             raise ValueError(f"dense widths must be >= 1 and memory_size >= 0, got "
                              f"{self.dense}, {self.memory_size}")
+        if self.ppo_mix not in PPO_MIXES:
+            raise ValueError(f"unknown ppo_mix {self.ppo_mix!r}; valid: {', '.join(PPO_MIXES)}")
+        if self.ppo_mix == "convex" and self.ppo_coef > 1:
+            raise ValueError(f"ppo_mix='convex' needs ppo_coef <= 1 (a weight in [0, 1]), got "
+                             f"{self.ppo_coef}")
         if self.ppo_coef < 0 or self.ppo_anneal_frac < 0 or not 0 < self.ppo_clip:
             raise ValueError(f"need ppo_coef >= 0, ppo_anneal_frac >= 0, ppo_clip > 0; got "
                              f"{self.ppo_coef}, {self.ppo_anneal_frac}, {self.ppo_clip}")

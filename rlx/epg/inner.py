@@ -7,6 +7,7 @@ and loss-parameter perturbations):
     repeat inner_updates times:
         roll out rollout_length steps per env, push them into the buffer (oldest out)
         sgd_steps Adam steps on  L_phi(buffer; pi_theta) + alpha * L_PPO(buffer; pi_theta)
+                            (ppo_mix "convex", as openai/EPG: (1 - alpha) L_phi + alpha L_PPO)
     fitness = mean return of eval_envs episodes of the final deterministic policy
 
 L_phi is `rlx.epg.loss_net` (its gradient reaches theta through the policy's
@@ -141,8 +142,11 @@ class Inner:
         return losses.ppo_surrogate(log_prob, buf.log_prob, adv, c.ppo_clip)
 
     def total_loss(self, policy_params, loss_params, buf: Buffer, alpha) -> jax.Array:
+        """L_phi + alpha L_PPO (ppo_mix "add") or (1 - alpha) L_phi + alpha L_PPO ("convex")."""
         total = self.learned_loss(loss_params, policy_params, buf)
         if self.config.ppo_coef > 0:
+            if self.config.ppo_mix == "convex":
+                total = (1.0 - alpha) * total
             total = total + alpha * self.ppo_loss(policy_params, buf)
         return total
 
