@@ -33,6 +33,8 @@ def add_flags(p) -> None:
     p.add_argument("--generations", type=int, default=None, help="overrides --total-steps")
     p.add_argument("--inner-updates", type=int, default=None)
     p.add_argument("--loss-form", default=None, help="free (paper) or pg")
+    p.add_argument("--memory-size", type=int, default=None,
+                   help="trainable memory vector fed to the loss (paper's memory unit; 0: off)")
     p.add_argument("--ppo-coef", type=float, default=None, help="PPO auxiliary weight (0: off)")
     p.add_argument("--ppo-anneal-frac", type=float, default=None,
                    help="fraction of generations over which the PPO weight falls to 0")
@@ -51,7 +53,8 @@ def build_config(args):
     if args.quick:
         kw.update(QUICK)
     flags = dict(population_size=args.population, tasks_per_member=args.tasks_per_member,
-                 inner_updates=args.inner_updates, loss_form=args.loss_form, ppo_coef=args.ppo_coef,
+                 inner_updates=args.inner_updates, loss_form=args.loss_form,
+                 memory_size=args.memory_size, ppo_coef=args.ppo_coef,
                  ppo_anneal_frac=args.ppo_anneal_frac, ppo_mix=args.ppo_mix,
                  sigma=args.sigma, outer_lr=args.outer_lr, num_evals=args.num_evals,
                  devices=args.devices)
