@@ -38,7 +38,7 @@ def add_flags(p) -> None:
     p.add_argument("--ppo-coef", type=float, default=None, help="PPO auxiliary weight (0: off)")
     p.add_argument("--ppo-anneal-frac", type=float, default=None,
                    help="fraction of generations over which the PPO weight falls to 0")
-    p.add_argument("--ppo-mix", default=None, choices=("add", "convex"),
+    p.add_argument("--ppo-mix", default=None,
                    help="add: L_phi + alpha L_PPO (default); convex: (1-alpha) L_phi + alpha L_PPO")
     p.add_argument("--sigma", type=float, default=None)
     p.add_argument("--outer-lr", type=float, default=None)
