@@ -33,6 +33,9 @@ def add_flags(p) -> None:
     p.add_argument("--generations", type=int, default=None, help="overrides --total-steps")
     p.add_argument("--inner-updates", type=int, default=None)
     p.add_argument("--loss-form", default=None, help="free (paper) or pg")
+    p.add_argument("--train-region", default=None,
+                   help="goal region of meta-training (rlx.epg.REGIONS; default right)")
+    p.add_argument("--test-region", default=None, help="OOD goal region (default left)")
     p.add_argument("--memory-size", type=int, default=None,
                    help="trainable memory vector fed to the loss (paper's memory unit; 0: off)")
     p.add_argument("--ppo-coef", type=float, default=None, help="PPO auxiliary weight (0: off)")
@@ -55,6 +58,7 @@ def build_config(args):
     flags = dict(population_size=args.population, tasks_per_member=args.tasks_per_member,
                  inner_updates=args.inner_updates, loss_form=args.loss_form,
                  memory_size=args.memory_size, ppo_coef=args.ppo_coef,
+                 train_region=args.train_region, test_region=args.test_region,
                  ppo_anneal_frac=args.ppo_anneal_frac, ppo_mix=args.ppo_mix,
                  sigma=args.sigma, outer_lr=args.outer_lr, num_evals=args.num_evals,
                  devices=args.devices)

@@ -136,6 +136,20 @@ def test_task_regions_and_point_goal_dynamics():
         fam.sample(jax.random.PRNGKey(0), 2, "up")
 
 
+def test_interleaved_octant_regions_cover_their_sectors_only():
+    fam = TaskFamily()
+    counts = {}
+    for region in ("even_octants", "odd_octants"):
+        g = np.asarray(fam.sample(jax.random.PRNGKey(1), 4000, region))
+        angle = np.mod(np.arctan2(g[:, 1], g[:, 0]), 2 * np.pi)
+        counts[region] = np.bincount((angle // (np.pi / 4)).astype(int) % 8, minlength=8)
+        r = np.linalg.norm(g, axis=1)
+        assert r.min() >= 0.5 - 1e-6 and r.max() <= 1.5 + 1e-6
+    assert counts["even_octants"][1::2].sum() == 0 and counts["odd_octants"][0::2].sum() == 0
+    for c in (counts["even_octants"][0::2], counts["odd_octants"][1::2]):  # ~1000 per sector
+        assert c.min() > 850 and c.max() < 1150
+
+
 # ---- outer loop -----------------------------------------------------------------------------
 
 def test_ppo_weight_anneals_to_zero():

@@ -5,12 +5,17 @@ A `TaskFamily` samples task parameters (a goal) from a *region* and builds an
 traced function with a traced `task`, so a population of (loss member x task)
 inner loops is one vmapped program.
 
-Regions are angular sectors of goal directions, so the out-of-distribution test
-of Houthooft et al. (2018, GoalAnt) is "train on the right half, test on the left":
+Regions are unions of angular sectors of goal directions, so the out-of-distribution
+test of Houthooft et al. (2018, GoalAnt) is "train on the right half, test on the left":
 
     REGIONS["right"] = angles in [-pi/2, pi/2]   (goals with x >= 0)
     REGIONS["left"]  = angles in [pi/2, 3 pi/2]  (goals with x <= 0)
     REGIONS["all"]   = angles in [-pi, pi]
+    REGIONS["even_octants"] = [k pi/2, k pi/2 + pi/4], k = 0..3   (interleaved with
+    REGIONS["odd_octants"]  = [k pi/2 + pi/4, (k+1) pi/2]          each other)
+
+The octant pair is a split that no single direction separates: a loss that learned
+"go towards the training side" gains nothing from it.
 
 - `PointGoal` (CPU): a 2-D point mass with damped velocity that must reach a
   goal sampled at radius [r_min, r_max] in the region's sector. Reward
@@ -30,10 +35,12 @@ import jax.numpy as jnp
 
 from rlx.envs.base import ActionSpec, Env
 
-REGIONS: dict[str, tuple[float, float]] = {
-    "right": (-0.5 * math.pi, 0.5 * math.pi),
-    "left": (0.5 * math.pi, 1.5 * math.pi),
-    "all": (-math.pi, math.pi),
+REGIONS: dict[str, tuple[tuple[float, float], ...]] = {
+    "right": ((-0.5 * math.pi, 0.5 * math.pi),),
+    "left": ((0.5 * math.pi, 1.5 * math.pi),),
+    "all": ((-math.pi, math.pi),),
+    "even_octants": tuple((k * 0.5 * math.pi, (k + 0.5) * 0.5 * math.pi) for k in range(4)),
+    "odd_octants": tuple(((k + 0.5) * 0.5 * math.pi, (k + 1) * 0.5 * math.pi) for k in range(4)),
 }
 FAMILIES = ("point_goal", "ant_goal")
 
@@ -44,10 +51,19 @@ def validate_region(region: str) -> None:
 
 
 def sample_goals(key: jax.Array, n: int, region: str, r_min: float, r_max: float) -> jax.Array:
-    """[n, 2] goals: angle uniform in the region's sector, radius uniform in [r_min, r_max]."""
-    lo, hi = REGIONS[region]
+    """[n, 2] goals: angle uniform over the region's sectors, radius uniform in [r_min, r_max]."""
+    sectors = REGIONS[region]
     k1, k2 = jax.random.split(key)
-    angle = jax.random.uniform(k1, (n,), minval=lo, maxval=hi)
+    if len(sectors) == 1:
+        lo, hi = sectors[0]
+        angle = jax.random.uniform(k1, (n,), minval=lo, maxval=hi)
+    else:  # uniform over the union: a sector by its width, then a point inside it
+        lo = jnp.asarray([a for a, _ in sectors], jnp.float32)
+        width = jnp.asarray([b - a for a, b in sectors], jnp.float32)
+        end = jnp.cumsum(width)
+        u = jax.random.uniform(k1, (n,), maxval=end[-1])
+        i = jnp.minimum(jnp.searchsorted(end, u, side="right"), len(sectors) - 1)
+        angle = lo[i] + (u - (end[i] - width[i]))
     radius = jax.random.uniform(k2, (n,), minval=r_min, maxval=r_max)
     return jnp.stack([radius * jnp.cos(angle), radius * jnp.sin(angle)], -1)
 
@@ -155,7 +171,7 @@ class TaskFamily:
         return self.episode_length or (50 if self.name == "point_goal" else 1000)
 
     def sample(self, key: jax.Array, n: int, region: str) -> jax.Array:
-        """[n, 2] task parameters (goals) from `region` ("right", "left", "all")."""
+        """[n, 2] task parameters (goals) from `region` (a key of REGIONS)."""
         validate_region(region)
         return sample_goals(key, n, region, self.r_min, self.r_max)
 
