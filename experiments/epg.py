@@ -38,6 +38,8 @@ def add_flags(p) -> None:
     p.add_argument("--test-region", default=None, help="OOD goal region (default left)")
     p.add_argument("--memory-size", type=int, default=None,
                    help="trainable memory vector fed to the loss (paper's memory unit; 0: off)")
+    p.add_argument("--rtg-feature", action="store_true", default=None,
+                   help="feed the loss each step's normalised return-to-go (rlx option)")
     p.add_argument("--ppo-coef", type=float, default=None, help="PPO auxiliary weight (0: off)")
     p.add_argument("--ppo-anneal-frac", type=float, default=None,
                    help="fraction of generations over which the PPO weight falls to 0")
@@ -57,7 +59,8 @@ def build_config(args):
         kw.update(QUICK)
     flags = dict(population_size=args.population, tasks_per_member=args.tasks_per_member,
                  inner_updates=args.inner_updates, loss_form=args.loss_form,
-                 memory_size=args.memory_size, ppo_coef=args.ppo_coef,
+                 memory_size=args.memory_size, rtg_feature=args.rtg_feature,
+                 ppo_coef=args.ppo_coef,
                  train_region=args.train_region, test_region=args.test_region,
                  ppo_anneal_frac=args.ppo_anneal_frac, ppo_mix=args.ppo_mix,
                  sigma=args.sigma, outer_lr=args.outer_lr, num_evals=args.num_evals,

@@ -74,6 +74,21 @@ def test_strided_conv_equals_flax_conv(kernel, stride, length):
 
 # ---- inner loop -----------------------------------------------------------------------------
 
+def test_rtg_feature_is_the_normalised_discounted_return_to_go():
+    from rlx.epg.inner import Buffer
+
+    inner = Inner(EPGConfig(**{**TINY.__dict__, "rtg_feature": True, "gamma": 0.5}))
+    one = jnp.ones((1, 4))
+    ends = jnp.array([[False, True, False, False]])  # an episode ends at step 1
+    buf = Buffer(obs=jnp.zeros((1, 4, inner.obs_size)), action=jnp.zeros((1, 4, 2)), reward=one,
+                 terminated=ends, done=ends, log_prob=jnp.zeros((1, 4)))
+    # returns-to-go 1 + 0.5, 1, 1 + 0.5, 1 (no bootstrap past the buffer): mean 1.25, std 0.25
+    np.testing.assert_allclose(inner.normalized_returns(buf), [[1.0, -1.0, 1.0, -1.0]], atol=1e-5)
+    x, _ = inner.features(inner.init_policy_params(jax.random.PRNGKey(0)), buf)
+    assert x.shape[-1] == inner.feature_size == Inner(TINY).feature_size + 1
+    np.testing.assert_allclose(x[..., -1], [[1.0, -1.0, 1.0, -1.0]], atol=1e-5)
+
+
 @pytest.mark.parametrize("mix, alpha", [("add", 0.3), ("convex", 0.3), ("convex", 1.0)])
 def test_total_loss_mixes_the_ppo_term(mix, alpha):
     config = EPGConfig(**{**TINY.__dict__, "ppo_mix": mix})

@@ -50,6 +50,7 @@ class EPGConfig:
     conv: tuple[tuple[int, int, int], ...] = ((6, 5, 8), (4, 2, 16))  # EPG: (6,5,16),(4,2,32)
     dense: tuple[int, ...] = (16, 8)  # EPG: (32, 16)
     memory_size: int = 0  # trainable memory vector fed to the loss (0: off)
+    rtg_feature: bool = False  # also feed normalised returns-to-go (an rlx option, not the paper's)
     ppo_coef: float = 1.0  # weight of the PPO-surrogate auxiliary term at generation 0 (0: off)
     ppo_anneal_frac: float = 0.125  # annealed linearly to 0 over this fraction of generations
     ppo_mix: str = "add"  # add: L_phi + alpha L_PPO; convex (openai/EPG): (1-alpha) L_phi + alpha L_PPO

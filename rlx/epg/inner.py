@@ -103,7 +103,8 @@ class Inner:
     @property
     def feature_size(self) -> int:
         a = self.action_size
-        return self.obs_size + a + 1 + 1 + 2 * a + 1 + 1 + self.config.memory_size
+        return (self.obs_size + a + 1 + 1 + 2 * a + 1 + 1 + self.config.memory_size
+                + int(self.config.rtg_feature))
 
     def init_loss_params(self, key: jax.Array) -> Any:
         return self.loss_net.init(key, jnp.zeros((self.config.buffer_size, self.feature_size)))
@@ -120,10 +121,22 @@ class Inner:
         n, b = log_prob.shape
         rel_time = jnp.broadcast_to(jnp.arange(b, dtype=jnp.float32) / b, (n, b))
         mem = jnp.broadcast_to(memory, (n, b, c.memory_size))
-        x = jnp.concatenate([buf.obs, buf.action, (buf.reward * c.reward_scale)[..., None],
-                             buf.terminated.astype(jnp.float32)[..., None], dist_params,
-                             log_prob[..., None], rel_time[..., None], mem], -1)
-        return x, log_prob
+        parts = [buf.obs, buf.action, (buf.reward * c.reward_scale)[..., None],
+                 buf.terminated.astype(jnp.float32)[..., None], dist_params,
+                 log_prob[..., None], rel_time[..., None], mem]
+        if c.rtg_feature:
+            parts.append(self.normalized_returns(buf)[..., None])
+        return jnp.concatenate(parts, -1), log_prob
+
+    def normalized_returns(self, buf: Buffer) -> jax.Array:
+        """Discounted returns-to-go inside the buffer [N, B] (`rlx.losses.gae` with zero values,
+        lambda 1: episodes cut at `done`, no bootstrap past the buffer's end), normalised
+        to zero mean and unit std over the buffer."""
+        c = self.config
+        zeros = jnp.zeros_like(buf.reward.T)
+        returns, _ = losses.gae(buf.reward.T * c.reward_scale, zeros, zeros, buf.terminated.T,
+                                buf.done.T, c.gamma, 1.0)
+        return jax.lax.stop_gradient(losses.normalize(returns.T))
 
     def learned_loss(self, loss_params: Any, policy_params: Any, buf: Buffer) -> jax.Array:
         """L_phi: the loss network's scalar, averaged over the envs' buffers."""
@@ -135,11 +148,8 @@ class Inner:
         c = self.config
         dist_params, _ = self.policy.apply(policy_params, buf.obs)
         log_prob = distributions.make("gaussian", dist_params).log_prob(buf.action)
-        zeros = jnp.zeros_like(buf.reward.T)
-        returns, _ = losses.gae(buf.reward.T * c.reward_scale, zeros, zeros, buf.terminated.T,
-                                buf.done.T, c.gamma, 1.0)
-        adv = jax.lax.stop_gradient(losses.normalize(returns.T))
-        return losses.ppo_surrogate(log_prob, buf.log_prob, adv, c.ppo_clip)
+        return losses.ppo_surrogate(log_prob, buf.log_prob, self.normalized_returns(buf),
+                                    c.ppo_clip)
 
     def total_loss(self, policy_params, loss_params, buf: Buffer, alpha) -> jax.Array:
         """L_phi + alpha L_PPO (ppo_mix "add") or (1 - alpha) L_phi + alpha L_PPO ("convex")."""

@@ -6,8 +6,10 @@ Per step t of a buffer of length T the loss network sees a feature vector
 
 (observation, buffer action, scaled reward, termination flag, the policy's
 output, the log-probability of the buffer action, the relative time in the
-buffer and an optional memory vector m that the inner loop trains too). The
-network (Houthooft et al. 2018, modelled on openai/EPG):
+buffer and an optional memory vector m that the inner loop trains too; with
+`rtg_feature`, an rlx option, also the step's normalised discounted return-to-go
+inside the buffer, which the paper's features lack). The network (Houthooft et al.
+2018, modelled on openai/EPG):
 
     h   = conv_K(... conv_1(x_{1..T}))            VALID 1-D convolutions, leaky-ReLU
     c   = mean over time of h                     a context of the whole buffer
