@@ -54,7 +54,7 @@ def sample_goals(key: jax.Array, n: int, region: str, r_min: float, r_max: float
     """[n, 2] goals: angle uniform over the region's sectors, radius uniform in [r_min, r_max]."""
     sectors = REGIONS[region]
     k1, k2 = jax.random.split(key)
-    if len(sectors) == 1:
+    if len(sectors) == 1:  # uniform's own draw: earlier versions' runs get the same goals
         lo, hi = sectors[0]
         angle = jax.random.uniform(k1, (n,), minval=lo, maxval=hi)
     else:  # uniform over the union: a sector by its width, then a point inside it
