@@ -55,6 +55,9 @@ class Trainer:
     # Set by trainers whose members are shards of ONE agent (data parallelism):
     # they must be vmapped with this axis name (collectives average over it).
     axis_name: str | None = None
+    # The typed config the trainer was built from (a dataclass): checkpoints record it, and a
+    # resume with another config is refused (`rlx.checkpoint`).
+    config: Any = None
 
     @property
     def num_updates(self) -> int:

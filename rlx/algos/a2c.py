@@ -167,7 +167,7 @@ def build_trainer(config: NStepConfig, env: Env, net: nn.Module, loss_fn: LossFn
 
     return Trainer(init=init, update=update, evaluate=evaluate_fn, default_hparams=hparams,
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_update)
+                   steps_per_update=steps_per_update, config=config)
 
 
 # ---- A2C ------------------------------------------------------------------------------------

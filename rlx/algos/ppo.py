@@ -314,7 +314,7 @@ def make_train(config: PPOConfig, env: Env | None = None,
 
     return Trainer(init=init, update=update, evaluate=evaluate_fn, default_hparams=config.hparams(),
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_update, axis_name=axis)
+                   steps_per_update=steps_per_update, axis_name=axis, config=config)
 
 
 def policy_fn(config: PPOConfig, env: Env, deterministic: bool = True):

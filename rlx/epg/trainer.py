@@ -158,7 +158,7 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
 
     return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=hparams(),
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_gen, mesh=mesh)
+                   steps_per_update=steps_per_gen, mesh=mesh, config=config)
 
 
 def loss_params(config: EPGConfig, state: EPGState) -> Any:

@@ -208,7 +208,7 @@ def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = Non
 
     return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=config.hparams(),
                    num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_gen, mesh=mesh)
+                   steps_per_update=steps_per_gen, mesh=mesh, config=config)
 
 
 def fitness_metrics(returns: jax.Array) -> dict[str, jax.Array]:
