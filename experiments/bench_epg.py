@@ -46,24 +46,20 @@ def loss_overhead(config, steps: int = 50) -> dict:
     import jax.numpy as jnp
     import optax
 
-    from rlx import distributions, losses
+    from rlx.algos import onpolicy, ppo as ppo_lib
     from rlx.epg import Inner
     from rlx.networks import ActorCritic
 
     inner = Inner(config)
     env = inner.family.make_env(jnp.array([1.0, 0.0]))
     state = jax.jit(lambda k: inner.init(env, k))(jax.random.PRNGKey(0))
-    buf = state.buffer
+    buf = state.extra.buffer
     phi = inner.init_loss_params(jax.random.PRNGKey(1))
     opt = optax.adam(1e-3)
 
     def run_steps(loss_fn, params, batch):
-        def body(carry, _):
-            p, o = carry
-            g = jax.grad(loss_fn)(p, batch)
-            u, o = opt.update(g, o, p)
-            return (optax.apply_updates(p, u), o), None
-        (p, _), _ = jax.lax.scan(body, (params, opt.init(params)), None, length=steps)
+        p, _, _ = onpolicy.sgd(lambda q, b, k: (loss_fn(q, b), {}), opt, params, opt.init(params),
+                               batch, jax.random.PRNGKey(0), epochs=steps, minibatches=0)
         return p
 
     epg = jax.jit(lambda p, b: run_steps(lambda q, bb: inner.learned_loss(phi, q, bb), p, b))
@@ -73,17 +69,14 @@ def loss_overhead(config, steps: int = 50) -> dict:
                       value_layers=tuple(config.policy_layers), activation=config.activation)
     n = buf.obs.shape[0] * buf.obs.shape[1]
     flat = jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), buf)
-    batch = {"obs": flat.obs, "action": flat.action, "log_prob": flat.log_prob,
-             "adv": flat.reward, "targets": flat.reward}
     ac = net.init(jax.random.PRNGKey(2), flat.obs[:1])
+    batch = {"obs": flat.obs, "action": flat.action, "log_prob": flat.log_prob,
+             "dist_params": net.apply(ac, flat.obs)[0], "advantages": flat.reward,
+             "targets": flat.reward}
+    hp = ppo_lib.PPOConfig().hparams()  # clip 0.2, vf_coef 0.5, no entropy or KL penalty
 
-    def ppo_loss(params, mb):
-        dist_params, value = net.apply(params, mb["obs"])
-        dist = distributions.make("gaussian", dist_params)
-        lp = dist.log_prob(mb["action"])
-        pg = losses.ppo_surrogate(lp, mb["log_prob"], losses.normalize(mb["adv"]), 0.2)
-        return pg + 0.5 * losses.value_loss(value, mb["targets"]) + 0.0 * losses.entropy_loss(
-            dist.entropy())
+    def ppo_loss(params, mb):  # rlx PPO's own loss
+        return ppo_lib.ppo_loss(net, params, mb, hp, jnp.float32(0.0), jax.random.PRNGKey(0))[0]
 
     ppo = jax.jit(lambda p, b: run_steps(ppo_loss, p, b))
     best = _best_interleaved({"epg": lambda: epg(state.params, buf), "ppo": lambda: ppo(ac, batch)})

@@ -4,7 +4,9 @@ A policy network outputs *distribution parameters* (plain arrays, so they can be
 stored in trajectories and vmapped); `make(head, params)` turns them into an
 object with `sample`, `log_prob`, `entropy`, `kl`, `mode` and `to_env`.
 Log-probabilities are over the *raw* sample (before squashing or clipping), the
-quantity PPO ratios and KL penalties need.
+quantity PPO ratios and KL penalties need. `log_prob_per_dim` gives the factors of
+a factorised policy, log pi(a|s) = sum_i log pi_i(a_i|s) (shape [..., A]; [..., 1]
+for a categorical), which action-dependent factorised baselines need.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class Categorical:
     def log_prob(self, raw: jax.Array) -> jax.Array:
         return self._d.log_prob(raw.astype(jnp.int32))
 
+    def log_prob_per_dim(self, raw: jax.Array) -> jax.Array:
+        """[..., 1]: one factor (a categorical action is one dimension)."""
+        return self.log_prob(raw)[..., None]
+
     def entropy(self, key: jax.Array | None = None) -> jax.Array:
         return self._d.entropy()
 
@@ -58,13 +64,18 @@ class Gaussian:
         self.params = params
         loc, log_std = jnp.split(params, 2, axis=-1)
         self.loc = loc
-        self._d = distrax.MultivariateNormalDiag(loc, jnp.exp(log_std))
+        self.scale = jnp.exp(log_std)
+        self._d = distrax.MultivariateNormalDiag(loc, self.scale)
 
     def sample(self, key):
         return self._d.sample(seed=key)
 
     def log_prob(self, raw):
         return self._d.log_prob(raw)
+
+    def log_prob_per_dim(self, raw):
+        """log N(a_i; loc_i, std_i^2) per dimension, [..., A]; sums to `log_prob`."""
+        return distrax.Normal(self.loc, self.scale).log_prob(raw)
 
     def entropy(self, key=None):
         return self._d.entropy()
@@ -80,9 +91,14 @@ class Gaussian:
         return jnp.clip(raw, -1.0, 1.0)
 
 
+def _log_det_tanh_per_dim(raw: jax.Array) -> jax.Array:
+    """log(1 - tanh(u_i)^2) = 2 (log 2 - u_i - softplus(-2 u_i)), per dimension."""
+    return 2.0 * (jnp.log(2.0) - raw - jax.nn.softplus(-2.0 * raw))
+
+
 def _log_det_tanh(raw: jax.Array) -> jax.Array:
     """sum_i log(1 - tanh(u_i)^2) = sum_i 2 (log 2 - u_i - softplus(-2 u_i))."""
-    return jnp.sum(2.0 * (jnp.log(2.0) - raw - jax.nn.softplus(-2.0 * raw)), axis=-1)
+    return jnp.sum(_log_det_tanh_per_dim(raw), axis=-1)
 
 
 class TanhGaussian:
@@ -99,13 +115,18 @@ class TanhGaussian:
         self.params = params
         loc, raw_scale = jnp.split(params, 2, axis=-1)
         self.loc = loc
-        self._d = distrax.MultivariateNormalDiag(loc, jax.nn.softplus(raw_scale) + self.min_std)
+        self.scale = jax.nn.softplus(raw_scale) + self.min_std
+        self._d = distrax.MultivariateNormalDiag(loc, self.scale)
 
     def sample(self, key):
         return self._d.sample(seed=key)
 
     def log_prob(self, raw):
         return self._d.log_prob(raw) - _log_det_tanh(raw)
+
+    def log_prob_per_dim(self, raw):
+        """log N(u_i) - log(1 - tanh(u_i)^2) per dimension, [..., A]; sums to `log_prob`."""
+        return distrax.Normal(self.loc, self.scale).log_prob(raw) - _log_det_tanh_per_dim(raw)
 
     def entropy(self, key=None):
         ent = self._d.entropy()

@@ -1,4 +1,5 @@
-"""Flax actor-critic networks: MLP torsos and policy heads."""
+"""Every policy and value network in rlx (flax): MLP torsos, the actor-critic, EPG's
+Gaussian policy, soft Q-learning's Q-network and ES's deterministic policy."""
 
 from __future__ import annotations
 
@@ -104,3 +105,46 @@ class ActorCritic(nn.Module):
             out = self.action_size if self.head == "categorical" else 2 * self.action_size
             dist = MLP(self.policy_layers, out, self.activation, 0.01, name="policy")(x)
         return dist, value
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class GaussianPolicy(nn.Module):
+    """A Gaussian policy without a critic (EPG's inner agent).
+
+    Returns (distribution parameters concat(loc, log_std), memory): loc = MLP(obs), a
+    learned state-independent log-std clipped to [LOG_STD_MIN, LOG_STD_MAX], and an
+    optional learned memory vector (EPG's memory unit; size 0 by default).
+    """
+
+    action_size: int
+    layers: tuple[int, ...] = (32, 32)
+    activation: str = "tanh"
+    init_log_std: float = -0.5
+    memory_size: int = 0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        loc = MLP(self.layers, self.action_size, self.activation, 0.01, name="mlp")(obs)
+        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),
+                             (self.action_size,))
+        log_std = jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+        dist = jnp.concatenate([loc, jnp.broadcast_to(log_std, loc.shape)], -1)
+        memory = self.param("memory", nn.initializers.zeros, (self.memory_size,))
+        return dist, memory
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) from one MLP over the flattened observation (soft Q-learning's "direct"
+    parametrisation)."""
+
+    action_size: int
+    layers: tuple[int, ...]
+    activation: str
+    obs_ndim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
+        return MLP(self.layers, self.action_size, self.activation, 0.01, name="q")(x)

@@ -49,10 +49,10 @@ def test_policy_gradient_flows_through_the_learned_loss():
     env = inner.family.make_env(jnp.array([1.0, 0.0]))
     state = inner.init(env, jax.random.PRNGKey(0))
     phi = inner.init_loss_params(jax.random.PRNGKey(1))
-    g = jax.grad(inner.learned_loss, argnums=1)(phi, state.params, state.buffer)
+    g = jax.grad(inner.learned_loss, argnums=1)(phi, state.params, state.extra.buffer)
     norms = [float(jnp.linalg.norm(x)) for x in jax.tree.leaves(g)]
     assert all(np.isfinite(norms)) and max(norms) > 0
-    assert state.buffer.obs.shape == (2, 32, 4) and state.buffer.action.shape == (2, 32, 2)
+    assert state.extra.buffer.obs.shape == (2, 32, 4) and state.extra.buffer.action.shape == (2, 32, 2)
 
 
 @pytest.mark.parametrize("kernel,stride,length", [(6, 5, 50), (4, 2, 9), (3, 4, 14), (5, 1, 12),
@@ -96,14 +96,14 @@ def test_total_loss_mixes_the_ppo_term(mix, alpha):
     env = inner.family.make_env(jnp.array([1.0, 0.0]))
     state = inner.init(env, jax.random.PRNGKey(0))
     phi = inner.init_loss_params(jax.random.PRNGKey(1))
-    learned = inner.learned_loss(phi, state.params, state.buffer)
-    ppo = inner.ppo_loss(state.params, state.buffer)
+    learned = inner.learned_loss(phi, state.params, state.extra.buffer)
+    ppo = inner.ppo_loss(state.params, state.extra.buffer)
     weight = 1.0 - alpha if mix == "convex" else 1.0
-    total = inner.total_loss(state.params, phi, state.buffer, jnp.float32(alpha))
+    total = inner.total_loss(state.params, phi, state.extra.buffer, jnp.float32(alpha))
     np.testing.assert_allclose(total, weight * learned + alpha * ppo, rtol=1e-5, atol=1e-6)
     if mix == "convex" and alpha == 1.0:  # openai/EPG at generation 0: PPO alone drives the agent
-        g = jax.grad(inner.total_loss)(state.params, phi, state.buffer, jnp.float32(alpha))
-        g_ppo = jax.grad(inner.ppo_loss)(state.params, state.buffer)
+        g = jax.grad(inner.total_loss)(state.params, phi, state.extra.buffer, jnp.float32(alpha))
+        g_ppo = jax.grad(inner.ppo_loss)(state.params, state.extra.buffer)
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ppo)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 

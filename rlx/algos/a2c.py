@@ -1,6 +1,6 @@
 """Advantage actor-critic with an entropy (KL) bonus folded into the returns, as
-`make_train(config) -> Trainer`, and the n-step on-policy engine it shares with
-`rlx.algos.softq`.
+`make_train(config) -> Trainer`, and the n-step configuration of the on-policy engine
+(`rlx.algos.onpolicy`) it shares with `rlx.algos.softq`.
 
 One update: roll out `num_envs x unroll_length` steps with the current policy,
 form n-step returns of the penalised rewards r - tau KL (`rlx.losses.entropy_pg_loss`:
@@ -9,31 +9,30 @@ step on L_PG + vf_coef L_V. There is no replay, target network, epochs or
 minibatches; bootstrap values come from the current parameters at `final_obs`, so a
 time-limit truncation bootstraps and a termination does not.
 
-The engine (`build_trainer`) is written once: a trainer supplies its network, its
-loss on a rollout and the logits of the policy it acts with. A2C and soft
-Q-learning differ only in those.
+`build_trainer` configures the engine for n-step learners: a trainer supplies its
+network, its loss on a rollout and the logits of the policy it acts with. A2C and
+soft Q-learning differ only in those.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from rlx import losses
 from rlx.envs import make as make_env
 from rlx.envs import validate_env_name
-from rlx.envs.base import Env, EnvState
+from rlx.envs.base import Env
 from rlx.networks import ACTIVATIONS, ActorCritic
-from rlx.rollout import Transition, episode_stats, evaluate, reset, rollout
-from rlx.training import Trainer, report
+from rlx.algos.onpolicy import Engine, clipped_adam, make_trainer, no_batch
+from rlx.rollout import Transition
+from rlx.training import Trainer
 
 # loss(params, rollout [T, N], hparams) -> (scalar to minimise, aux metrics)
 LossFn = Callable[[Any, Transition, Any], tuple[jax.Array, dict]]
@@ -104,70 +103,33 @@ class NStepConfig:
                            obs_ndim=len(env.obs_shape))
 
 
-@struct.dataclass
-class NStepState:
-    params: Any
-    opt_state: optax.OptState
-    env_state: EnvState
-    key: jax.Array
-    eval_key: jax.Array
-    update: jax.Array  # updates done so far
-    hparams: Any
-
-
 def build_trainer(config: NStepConfig, env: Env, net: nn.Module, loss_fn: LossFn,
                   logits_fn: LogitsFn, hparams: Any,
                   on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
-    """The shared n-step on-policy engine: rollout -> one Adam step on `loss_fn` per update.
+    """An n-step trainer as a configuration of the on-policy engine (`rlx.algos.onpolicy`):
+    rollout -> one Adam step on `loss_fn` of the whole rollout per update.
 
     `hparams` must carry `lr` and `max_grad_norm` (read here); the rest is the loss's.
-    Evaluation acts greedily (argmax of `logits_fn`) on `eval_envs` fresh episodes.
+    Actions are sampled from `logits_fn`; evaluation acts greedily (its argmax) on
+    `eval_envs` fresh episodes.
     """
-    T, N = config.unroll_length, config.num_envs
-    steps_per_update = T * N
-    updates_per_eval = max(1, math.ceil(config.total_steps / ((config.num_evals - 1) * steps_per_update)))
-    adam = optax.scale_by_adam(eps=config.adam_eps)
     num_actions = env.action_spec.size
 
-    def init(key: jax.Array, hp: Any) -> NStepState:
-        k_params, k_env, k_train, k_eval = jax.random.split(key, 4)
-        params = net.init(k_params, jnp.zeros((1,) + env.obs_shape, jnp.float32))
-        return NStepState(params=params, opt_state=adam.init(params), env_state=reset(env, k_env, N),
-                          key=k_train, eval_key=k_eval, update=jnp.zeros((), jnp.int32), hparams=hp)
+    def act(params, obs, k, hp):
+        logits = logits_fn(params, obs, hp)
+        chex.assert_shape(logits, (config.num_envs, num_actions))
+        action = jax.random.categorical(k, logits)
+        return action, action, {}
 
-    def update(state: NStepState) -> tuple[NStepState, dict]:
-        hp = state.hparams
-        key, k_roll = jax.random.split(state.key)
-
-        def policy(obs: jax.Array, k: jax.Array):
-            logits = logits_fn(state.params, obs, hp)
-            chex.assert_shape(logits, (N, num_actions))
-            action = jax.random.categorical(k, logits)
-            return action, action, {}
-
-        env_state, traj = rollout(env, policy, state.env_state, k_roll, T)
-        chex.assert_shape(traj.reward, (T, N))
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, traj, hp)
-        gnorm = optax.tree.norm(grads)
-        scale = jnp.minimum(1.0, hp.max_grad_norm / (gnorm + 1e-6))
-        step, opt_state = adam.update(jax.tree.map(lambda g: g * scale, grads), state.opt_state)
-        params = jax.tree.map(lambda p, u: p - hp.lr * u, state.params, step)
-        new_state = state.replace(params=params, opt_state=opt_state, env_state=env_state, key=key,
-                                  update=state.update + 1)
-        ep = episode_stats(traj)
-        metrics = {"loss": loss, "grad_norm": gnorm, **aux, **ep,
-                   "episode_return": ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0)}
-        report(on_update, new_state.update, metrics["episode_return"], new_state)
-        return new_state, metrics
-
-    def evaluate_fn(state: NStepState) -> dict:
-        key = jax.random.fold_in(state.eval_key, state.update)
-        act = lambda obs: jnp.argmax(logits_fn(state.params, obs, state.hparams), axis=-1)  # noqa: E731
-        return evaluate(env, act, key, config.eval_envs)
-
-    return Trainer(init=init, update=update, evaluate=evaluate_fn, default_hparams=hparams,
-                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_update, config=config)
+    engine = Engine(
+        init_params=lambda k: net.init(k, jnp.zeros((1,) + env.obs_shape, jnp.float32)),
+        act=act, mode=lambda params, obs, hp: jnp.argmax(logits_fn(params, obs, hp), axis=-1),
+        batch_fn=no_batch, loss_fn=lambda params, traj, key, hp, extra: loss_fn(params, traj, hp),
+        optimizer=lambda hp, update: clipped_adam(hp.lr, hp.max_grad_norm, config.adam_eps),
+        num_envs=config.num_envs, unroll_length=config.unroll_length)
+    return make_trainer(engine, env, hparams=hparams, total_steps=config.total_steps,
+                        num_evals=config.num_evals, eval_envs=config.eval_envs, config=config,
+                        on_update=on_update)
 
 
 # ---- A2C ------------------------------------------------------------------------------------
@@ -229,4 +191,4 @@ def make_train(config: A2CConfig, env: Env | None = None,
     return build_trainer(config, env, net, loss_fn, logits_fn, config.hparams(), on_update)
 
 
-__all__ = ["NStepConfig", "NStepState", "build_trainer", "A2CConfig", "A2CHParams", "make_train"]
+__all__ = ["NStepConfig", "build_trainer", "A2CConfig", "A2CHParams", "make_train"]

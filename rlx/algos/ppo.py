@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable
 
-import chex
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from rlx import distributions, losses
 from rlx.envs import make as make_env
 from rlx.envs import normalize as obs_norm
 from rlx.envs import validate_env_name
-from rlx.envs.base import Env, EnvState
+from rlx.envs.base import Env
+from rlx.algos.onpolicy import Engine, EngineState, UpdateOutput, clipped_adam, make_trainer
 from rlx.networks import ACTIVATIONS, ActorCritic
-from rlx.rollout import episode_stats, evaluate, reset, rollout
-from rlx.training import Trainer, report
+from rlx.training import Trainer
 
 OBJECTIVES = ("clip", "none", "kl_fixed", "kl_adaptive")
 
@@ -142,17 +140,7 @@ class PPOConfig:
         return PPOHParams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
 
 
-@struct.dataclass
-class PPOState:
-    params: dict
-    opt_state: optax.OptState
-    obs_stats: obs_norm.RunningStats
-    env_state: EnvState
-    key: jax.Array
-    eval_key: jax.Array
-    update: jax.Array  # updates done so far
-    kl_beta: jax.Array  # current KL coefficient (changes only for the adaptive variant)
-    hparams: PPOHParams
+PPOState = EngineState  # extra: the current KL coefficient (changes only for kl_adaptive)
 
 
 def head_for(config: PPOConfig, env: Env) -> str:
@@ -172,6 +160,84 @@ def make_network(config: PPOConfig, env: Env) -> ActorCritic:
                        obs_ndim=len(env.obs_shape))
 
 
+def ppo_loss(net: ActorCritic, params: Any, mb: dict, hp: PPOHParams, beta: jax.Array,
+             key: jax.Array, normalize_advantages: bool = True, axis_name: str | None = None
+             ) -> tuple[jax.Array, dict]:
+    """PPO's objective on a minibatch (to minimise), every paper variant as values:
+
+        L = ppo_surrogate(clip_eps) + beta KL[pi_old, pi] + vf_coef L_V - ent_coef H[pi]
+
+    `mb`: obs, action (raw), log_prob and dist_params of the behaviour policy,
+    advantages and value targets (`make_batch`).
+    """
+    head = net.head
+    dist_params, value = net.apply(params, mb["obs"])
+    dist = distributions.make(head, dist_params)
+    log_prob = dist.log_prob(mb["action"])
+    adv = mb["advantages"]
+    if normalize_advantages:
+        adv = losses.normalize(adv, axis_name)
+    pg = losses.ppo_surrogate(log_prob, mb["log_prob"], adv, hp.clip_eps)
+    kl = distributions.make(head, mb["dist_params"]).kl(dist)
+    kl_term = losses.kl_penalty(kl, beta)
+    v_loss = losses.value_loss(value, mb["targets"])
+    ent = dist.entropy(key)
+    total = pg + kl_term + hp.vf_coef * v_loss + hp.ent_coef * losses.entropy_loss(ent)
+    aux = {"policy_loss": pg, "value_loss": v_loss, "entropy": ent.mean(), "kl": kl.mean(),
+           "approx_kl": losses.approx_kl(log_prob, mb["log_prob"]),
+           "clip_frac": losses.clip_fraction(log_prob, mb["log_prob"], hp.clip_eps)}
+    return total, aux
+
+
+def make_engine(config: PPOConfig, env: Env) -> Engine:
+    """PPO as a configuration of `rlx.algos.onpolicy.Engine` (validated config assumed)."""
+    net = make_network(config, env)
+    head = net.head
+    T, N = config.unroll_length, config.num_envs
+    batch_size = T * N
+    num_updates = max(1, math.ceil(config.total_steps / ((config.num_evals - 1) * batch_size))
+                      ) * (config.num_evals - 1)
+    axis = config.axis_name
+
+    def act(params, obs, k, hp):
+        dist_params, value = net.apply(params, obs)
+        dist = distributions.make(head, dist_params)
+        raw = dist.sample(k)
+        return dist.to_env(raw), raw, {"log_prob": dist.log_prob(raw), "dist_params": dist_params,
+                                       "value": value}
+
+    def mode(params, obs, hp):
+        return distributions.make(head, net.apply(params, obs)[0]).mode()
+
+    def make_batch(params, traj, state: EngineState, hp: PPOHParams):
+        """GAE with the rollout-time values, bootstrapping from `final_obs`; flattened to [T*N]."""
+        norm = lambda o: (obs_norm.normalize(state.obs_stats, o)  # noqa: E731
+                          if config.normalize_observations else o)
+        # one time step at a time: the whole batch at once would hold [T*N, width] activations
+        next_values = jax.lax.map(lambda o: net.apply(params, norm(o))[1], traj.final_obs)
+        advantages, targets = losses.gae(traj.reward * hp.reward_scaling, traj.extras["value"],
+                                         next_values, traj.terminated, traj.done,
+                                         hp.gamma, hp.gae_lambda)
+        batch = {"obs": norm(traj.obs), "action": traj.action,
+                 "log_prob": traj.extras["log_prob"], "dist_params": traj.extras["dist_params"],
+                 "advantages": advantages, "targets": targets}
+        return jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), batch), state.extra
+
+    def loss_fn(params, mb, key, hp, beta):
+        return ppo_loss(net, params, mb, hp, beta, key, config.normalize_advantages, axis)
+
+    def optimizer(hp: PPOHParams, update):
+        lr = hp.lr * (1.0 - update / num_updates if config.anneal_lr else 1.0)
+        return clipped_adam(lr, hp.max_grad_norm)
+
+    return Engine(init_params=lambda k: net.init(k, jnp.zeros((1,) + env.obs_shape, jnp.float32)),
+                  act=act, mode=mode, batch_fn=make_batch, loss_fn=loss_fn, optimizer=optimizer,
+                  num_envs=N, unroll_length=T, epochs=config.update_epochs,
+                  minibatches=config.num_minibatches,
+                  normalize_observations=config.normalize_observations, axis_name=axis,
+                  init_extra=lambda hp: jnp.asarray(hp.kl_beta, jnp.float32))
+
+
 def make_train(config: PPOConfig, env: Env | None = None,
                on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
     """Build PPO's pure functions for `config` (validated here, before any compile).
@@ -182,139 +248,34 @@ def make_train(config: PPOConfig, env: Env | None = None,
     config.validate()
     env = env or make_env(config.env, backend=config.backend, episode_length=config.episode_length,
                           fresh_reset=config.fresh_reset)
+    engine = make_engine(config, env)
     net = make_network(config, env)
     head = net.head
-    T, N, M = config.unroll_length, config.num_envs, config.num_minibatches
-    batch_size = T * N
-    mb_size = batch_size // M
-    steps_per_update = batch_size
-    updates_per_eval = max(1, math.ceil(config.total_steps / ((config.num_evals - 1) * steps_per_update)))
-    num_updates = updates_per_eval * (config.num_evals - 1)
+    M = config.num_minibatches
+    mb_size = engine.steps_per_update // M
     axis = config.axis_name
-    adam = optax.scale_by_adam(eps=1e-5)
 
-    def norm(stats, obs):
-        return obs_norm.normalize(stats, obs) if config.normalize_observations else obs
-
-    def init(key: jax.Array, hparams: PPOHParams) -> PPOState:
-        k_params, k_env, k_train, k_eval = jax.random.split(key, 4)
-        if axis is not None:  # members of one agent share params, not envs
-            shard = jax.lax.axis_index(axis)
-            k_env, k_train = (jax.random.fold_in(k, shard) for k in (k_env, k_train))
-        params = net.init(k_params, jnp.zeros((1,) + env.obs_shape, jnp.float32))
-        return PPOState(params=params, opt_state=adam.init(params),
-                        obs_stats=obs_norm.init(env.obs_shape), env_state=reset(env, k_env, N),
-                        key=k_train, eval_key=k_eval, update=jnp.zeros((), jnp.int32),
-                        kl_beta=jnp.asarray(hparams.kl_beta, jnp.float32), hparams=hparams)
-
-    def loss_fn(params, mb, hp: PPOHParams, beta, key):
-        dist_params, value = net.apply(params, mb["obs"])
-        dist = distributions.make(head, dist_params)
-        log_prob = dist.log_prob(mb["action"])
-        adv = mb["advantages"]
-        if config.normalize_advantages:
-            adv = losses.normalize(adv, axis)
-        pg = losses.ppo_surrogate(log_prob, mb["log_prob"], adv, hp.clip_eps)
-        kl = distributions.make(head, mb["dist_params"]).kl(dist)
-        kl_term = losses.kl_penalty(kl, beta)
-        v_loss = losses.value_loss(value, mb["targets"])
-        ent = dist.entropy(key)
-        total = pg + kl_term + hp.vf_coef * v_loss + hp.ent_coef * losses.entropy_loss(ent)
-        aux = {"policy_loss": pg, "value_loss": v_loss, "entropy": ent.mean(), "kl": kl.mean(),
-               "approx_kl": losses.approx_kl(log_prob, mb["log_prob"]),
-               "clip_frac": losses.clip_fraction(log_prob, mb["log_prob"], hp.clip_eps)}
-        return total, aux
-
-    def sgd_step(carry, xs):
-        params, opt_state, hp, beta, lr = carry
-        mb, key = xs
-        grads, aux = jax.grad(loss_fn, has_aux=True)(params, mb, hp, beta, key)
-        if axis is not None:
-            grads = jax.lax.pmean(grads, axis)
-        gnorm = optax.tree.norm(grads)
-        grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, hp.max_grad_norm / (gnorm + 1e-6)), grads)
-        step, opt_state = adam.update(grads, opt_state, params)
-        params = jax.tree.map(lambda p, u: p - lr * u, params, step)
-        return (params, opt_state, hp, beta, lr), {**aux, "grad_norm": gnorm}
-
-    def update(state: PPOState) -> tuple[PPOState, dict]:
-        hp = state.hparams
-        key, k_roll, k_sgd, k_ent = jax.random.split(state.key, 4)
-        params, stats = state.params, state.obs_stats
-
-        def policy(obs, k):
-            dist_params, value = net.apply(params, norm(stats, obs))
-            dist = distributions.make(head, dist_params)
-            raw = dist.sample(k)
-            return dist.to_env(raw), raw, {"log_prob": dist.log_prob(raw), "dist_params": dist_params,
-                                           "value": value}
-
-        env_state, traj = rollout(env, policy, state.env_state, k_roll, T)
-        chex.assert_shape(traj.reward, (T, N))
-        # one time step at a time: the whole batch at once would hold [T*N, width] activations
-        next_values = jax.lax.map(lambda o: net.apply(params, norm(stats, o))[1], traj.final_obs)
-        advantages, targets = losses.gae(traj.reward * hp.reward_scaling, traj.extras["value"],
-                                         next_values, traj.terminated, traj.done,
-                                         hp.gamma, hp.gae_lambda)
-        batch = {"obs": norm(stats, traj.obs), "action": traj.action,
-                 "log_prob": traj.extras["log_prob"], "dist_params": traj.extras["dist_params"],
-                 "advantages": advantages, "targets": targets}
-        batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), batch)
-        lr = hp.lr * (1.0 - state.update / num_updates if config.anneal_lr else 1.0)
-
-        def epoch(carry, k):
-            k_perm, k_mb = jax.random.split(k)
-            perm = jax.random.permutation(k_perm, batch_size)
-            mbs = jax.tree.map(lambda x: x[perm].reshape((M, mb_size) + x.shape[1:]), batch)
-            return jax.lax.scan(sgd_step, carry, (mbs, jax.random.split(k_mb, M)))
-
-        carry = (params, state.opt_state, hp, state.kl_beta, lr)
-        (new_params, opt_state, *_), aux = jax.lax.scan(
-            epoch, carry, jax.random.split(k_sgd, config.update_epochs))
-
-        # KL[pi_old, pi_new] over the whole batch (minibatch by minibatch), for the adaptive
-        # penalty and logs.
+    def finish(state: EngineState, step: UpdateOutput) -> tuple[EngineState, dict]:
+        """KL[pi_old, pi_new] over the whole batch (minibatch by minibatch: the adaptive
+        penalty's d and a log), then the adaptive beta rule."""
         def batch_kl(mb):
-            new_dist_params, _ = net.apply(new_params, mb["obs"])
+            new_dist_params, _ = net.apply(state.params, mb["obs"])
             return distributions.make(head, mb["dist_params"]).kl(
                 distributions.make(head, new_dist_params)).mean()
 
         chunks = jax.tree.map(lambda x: x.reshape((M, mb_size) + x.shape[1:]),
-                              {"obs": batch["obs"], "dist_params": batch["dist_params"]})
+                              {"obs": step.batch["obs"], "dist_params": step.batch["dist_params"]})
         kl = jax.lax.map(batch_kl, chunks).mean()
-        ep = episode_stats(traj)
         if axis is not None:
             kl = jax.lax.pmean(kl, axis)
-            ep = jax.lax.psum(ep, axis)
-        kl_beta = losses.adaptive_kl_beta(state.kl_beta, kl, hp.kl_target)
-        obs_stats = obs_norm.update(stats, traj.obs, axis) if config.normalize_observations else stats
-        new_state = state.replace(params=new_params, opt_state=opt_state, obs_stats=obs_stats,
-                                  env_state=env_state, key=key, update=state.update + 1,
-                                  kl_beta=kl_beta)
-        metrics = {k: v.mean() for k, v in aux.items()}
-        metrics.update(ep)
-        metrics.update(kl_full=kl, kl_beta=kl_beta,
-                       episode_return=ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0))
-        report(on_update, new_state.update, metrics["episode_return"], new_state)
-        return new_state, metrics
+        kl_beta = losses.adaptive_kl_beta(state.extra, kl, state.hparams.kl_target)
+        metrics = {k: v.mean() for k, v in step.aux.items()}
+        metrics.update(kl_full=kl, kl_beta=kl_beta)
+        return state.replace(extra=kl_beta), metrics
 
-    def act_deterministic(state: PPOState):
-        def act(obs):
-            dist_params, _ = net.apply(state.params, norm(state.obs_stats, obs))
-            return distributions.make(head, dist_params).mode()
-        return act
-
-    def evaluate_fn(state: PPOState) -> dict:
-        key = jax.random.fold_in(state.eval_key, state.update)
-        if axis is None:
-            return evaluate(env, act_deterministic(state), key, config.eval_envs)
-        # data parallel: every shard evaluates `eval_envs` episodes of its own
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis))
-        return jax.lax.pmean(evaluate(env, act_deterministic(state), key, config.eval_envs), axis)
-
-    return Trainer(init=init, update=update, evaluate=evaluate_fn, default_hparams=config.hparams(),
-                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_update, axis_name=axis, config=config)
+    return make_trainer(engine, env, hparams=config.hparams(), total_steps=config.total_steps,
+                        num_evals=config.num_evals, eval_envs=config.eval_envs, config=config,
+                        finish=finish, on_update=on_update)
 
 
 def policy_fn(config: PPOConfig, env: Env, deterministic: bool = True):

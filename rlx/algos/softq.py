@@ -28,7 +28,7 @@ from flax import struct
 from rlx import losses
 from rlx.algos.a2c import NStepConfig, build_trainer
 from rlx.envs.base import Env
-from rlx.networks import MLP
+from rlx.networks import QNetwork
 from rlx.rollout import Transition
 from rlx.training import Trainer
 
@@ -67,20 +67,6 @@ class SoftQConfig(NStepConfig):
         values = dict(lr=self.lr, tau=self.tau, gamma=self.gamma, loss_scale=scale,
                       max_grad_norm=self.max_grad_norm)
         return SoftQHParams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
-
-
-class QNetwork(nn.Module):
-    """Q(s, .) from one MLP over the flattened observation (the "direct" parametrisation)."""
-
-    action_size: int
-    layers: tuple[int, ...]
-    activation: str
-    obs_ndim: int
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
-        return MLP(self.layers, self.action_size, self.activation, 0.01, name="q")(x)
 
 
 def make_q_fn(config: SoftQConfig, env: Env) -> tuple[nn.Module, Callable]:

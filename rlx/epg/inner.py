@@ -15,47 +15,29 @@ outputs and log-probabilities of the buffer's actions); L_PPO is the clipped
 surrogate `rlx.losses.ppo_surrogate` with returns-to-go (`rlx.losses.gae` with
 zero values, lambda 1) as normalised advantages -- the paper's annealed
 auxiliary term.
+
+The agent is a configuration of rlx's one on-policy engine (`rlx.algos.onpolicy`):
+its batch is the buffer after each rollout is pushed in, and every epoch is one
+optimiser step on the whole buffer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
 from rlx import distributions, losses
+from rlx.algos.onpolicy import Engine, EngineState
 from rlx.envs import normalize as obs_norm
-from rlx.envs.base import Env, EnvState
+from rlx.envs.base import Env
 from rlx.epg.config import EPGConfig
 from rlx.epg.loss_net import EPGLossNet, reduce_loss
-from rlx.networks import MLP
-from rlx.rollout import episode_stats, evaluate, reset, rollout
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
-
-
-class GaussianPolicy(nn.Module):
-    """loc = MLP(obs), state-independent log_std (clipped), optional memory vector."""
-
-    action_size: int
-    layers: tuple[int, ...] = (32, 32)
-    activation: str = "tanh"
-    init_log_std: float = -0.5
-    memory_size: int = 0
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        loc = MLP(self.layers, self.action_size, self.activation, 0.01, name="mlp")(obs)
-        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std),
-                             (self.action_size,))
-        log_std = jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
-        dist = jnp.concatenate([loc, jnp.broadcast_to(log_std, loc.shape)], -1)
-        memory = self.param("memory", nn.initializers.zeros, (self.memory_size,))
-        return dist, memory
+from rlx.networks import GaussianPolicy
+from rlx.rollout import Transition, episode_stats
 
 
 @struct.dataclass
@@ -71,16 +53,15 @@ class Buffer:
 
 
 @struct.dataclass
-class InnerState:
-    params: Any
-    opt_state: Any
-    obs_stats: obs_norm.RunningStats
-    env_state: EnvState
+class InnerExtra:
+    """The inner agent's own part of `rlx.algos.onpolicy.EngineState.extra`."""
+
     buffer: Buffer
-    key: jax.Array
-    update: jax.Array
     return_sum: jax.Array  # completed training episodes so far (for curves)
     return_count: jax.Array
+
+
+InnerState = EngineState  # extra: InnerExtra
 
 
 class Inner:
@@ -98,6 +79,12 @@ class Inner:
         self.loss_net = EPGLossNet(tuple(tuple(l) for l in c.conv), tuple(c.dense))
         self.optimizer = optax.chain(optax.clip_by_global_norm(c.inner_max_grad_norm),
                                      optax.adam(c.inner_lr))
+        self.engine = Engine(
+            init_params=self.init_policy_params, act=self._act, mode=self._mode,
+            batch_fn=self._push, loss_fn=self._loss, optimizer=lambda hp, u: self.optimizer,
+            num_envs=c.num_envs, unroll_length=c.rollout_length, epochs=c.sgd_steps,
+            minibatches=0, normalize_observations=c.normalize_observations,
+            init_extra=lambda hp: None)
 
     # ---- shapes and initial parameters ------------------------------------------------------
     @property
@@ -160,79 +147,65 @@ class Inner:
             total = total + alpha * self.ppo_loss(policy_params, buf)
         return total
 
-    # ---- acting -------------------------------------------------------------------------------
-    def _norm(self, stats, obs):
-        return obs_norm.normalize(stats, obs) if self.config.normalize_observations else obs
+    # ---- the engine's configuration -------------------------------------------------------------
+    def _act(self, params, obs, key, hp):
+        dist = distributions.make("gaussian", self.policy.apply(params, obs)[0])
+        raw = dist.sample(key)
+        return dist.to_env(raw), raw, {"log_prob": dist.log_prob(raw), "obs": obs}
 
-    def _collect(self, env: Env, params, stats, env_state, key, length):
-        def policy(obs, k):
-            o = self._norm(stats, obs)
-            dist = distributions.make("gaussian", self.policy.apply(params, o)[0])
-            raw = dist.sample(k)
-            return dist.to_env(raw), raw, {"log_prob": dist.log_prob(raw), "obs": o}
+    def _mode(self, params, obs, hp):
+        return distributions.make("gaussian", self.policy.apply(params, obs)[0]).mode()
 
-        env_state, tr = rollout(env, policy, env_state, key, length)
-        to_nb = lambda x: jnp.swapaxes(x, 0, 1)  # [T, N] -> [N, T]
-        new = Buffer(obs=to_nb(tr.extras["obs"]), action=to_nb(tr.action),
-                     reward=to_nb(tr.reward), terminated=to_nb(tr.terminated),
-                     done=to_nb(tr.done), log_prob=to_nb(tr.extras["log_prob"]))
-        return env_state, new, tr
+    @staticmethod
+    def _steps(tr: Transition) -> Buffer:
+        to_nb = lambda x: jnp.swapaxes(x, 0, 1)  # [T, N] -> [N, T]  # noqa: E731
+        return Buffer(obs=to_nb(tr.extras["obs"]), action=to_nb(tr.action),
+                      reward=to_nb(tr.reward), terminated=to_nb(tr.terminated),
+                      done=to_nb(tr.done), log_prob=to_nb(tr.extras["log_prob"]))
+
+    def _push(self, params, tr: Transition, state: InnerState, hp) -> tuple[Buffer, InnerExtra]:
+        """The batch is the buffer after the new steps pushed the oldest out."""
+        r = self.config.rollout_length
+        x: InnerExtra = state.extra
+        buf = jax.tree.map(lambda old, new: jnp.concatenate([old[:, r:], new], 1), x.buffer,
+                           self._steps(tr))
+        ep = episode_stats(tr)
+        return buf, InnerExtra(buffer=buf, return_sum=x.return_sum + ep["episode_return_sum"],
+                               return_count=x.return_count + ep["episode_count"])
+
+    def _loss(self, params, buf, key, hp, extra, loss_params, alpha):
+        return self.total_loss(params, loss_params, buf, alpha), {}
 
     def act_deterministic(self, state: InnerState):
-        def act(obs):
-            dist_params, _ = self.policy.apply(state.params, self._norm(state.obs_stats, obs))
-            return distributions.make("gaussian", dist_params).mode()
-        return act
+        return self.engine.act_deterministic(state)
 
     # ---- the lifetime ---------------------------------------------------------------------------
     def init(self, env: Env, key: jax.Array) -> InnerState:
-        c = self.config
-        k_pol, k_env, k_fill, k_next = jax.random.split(key, 4)
-        params = self.init_policy_params(k_pol)
-        stats = obs_norm.init(env.obs_shape)
-        env_state = reset(env, k_env, c.num_envs)
-        env_state, buf, tr = self._collect(env, params, stats, env_state, k_fill, c.buffer_size)
-        if c.normalize_observations:
-            stats = obs_norm.update(stats, tr.obs)
+        """A fresh agent whose buffer holds `buffer_size` steps of its initial policy."""
+        state = self.engine.init(env, key, None)
+        env_state, tr = self.engine.collect(env, state, state.key, self.config.buffer_size)
+        stats = (obs_norm.update(state.obs_stats, tr.obs) if self.config.normalize_observations
+                 else state.obs_stats)
         ep = episode_stats(tr)
-        return InnerState(params=params, opt_state=self.optimizer.init(params), obs_stats=stats,
-                          env_state=env_state, buffer=buf, key=k_next,
-                          update=jnp.zeros((), jnp.int32), return_sum=ep["episode_return_sum"],
-                          return_count=ep["episode_count"])
+        extra = InnerExtra(buffer=self._steps(tr), return_sum=ep["episode_return_sum"],
+                           return_count=ep["episode_count"])
+        return state.replace(obs_stats=stats, env_state=env_state, key=state.eval_key,
+                             extra=extra)
 
     def update(self, env: Env, state: InnerState, loss_params: Any, alpha: jax.Array
                ) -> tuple[InnerState, dict]:
-        c = self.config
-        key, k_roll = jax.random.split(state.key)
-        env_state, new, tr = self._collect(env, state.params, state.obs_stats, state.env_state,
-                                           k_roll, c.rollout_length)
-        buf = jax.tree.map(lambda old, x: jnp.concatenate([old[:, c.rollout_length:], x], 1),
-                           state.buffer, new)
-
-        def sgd(carry, _):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(self.total_loss)(params, loss_params, buf, alpha)
-            step, opt_state = self.optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, step), opt_state), loss
-
-        (params, opt_state), loss = jax.lax.scan(sgd, (state.params, state.opt_state), None,
-                                                 length=c.sgd_steps)
-        stats = obs_norm.update(state.obs_stats, tr.obs) if c.normalize_observations \
-            else state.obs_stats
-        ep = episode_stats(tr)
-        new_state = state.replace(params=params, opt_state=opt_state, obs_stats=stats,
-                                  env_state=env_state, buffer=buf, key=key,
-                                  update=state.update + 1,
-                                  return_sum=state.return_sum + ep["episode_return_sum"],
-                                  return_count=state.return_count + ep["episode_count"])
+        """Roll out, push into the buffer, `sgd_steps` Adam steps on the total loss."""
+        state, out = self.engine.update(env, state, loss_params, alpha)
+        ep = episode_stats(out.traj)
+        loss = out.aux["loss"]
         metrics = {"loss": loss[0], "loss_after": loss[-1],
                    "train_return": ep["episode_return_sum"] / jnp.maximum(ep["episode_count"], 1.0),
                    "episodes": ep["episode_count"]}
-        return new_state, metrics
+        return state, metrics
 
     def evaluate(self, env: Env, state: InnerState, key: jax.Array) -> jax.Array:
         """Mean return of `eval_envs` episodes of the deterministic (mean) policy."""
-        return evaluate(env, self.act_deterministic(state), key, self.config.eval_envs)["eval_return"]
+        return self.engine.evaluate(env, state, key, self.config.eval_envs)["eval_return"]
 
     def lifetime(self, loss_params: Any, task: jax.Array, key: jax.Array,
                  alpha: jax.Array | float = 0.0, updates: int | None = None
@@ -272,4 +245,4 @@ class Inner:
                 "train_return": train.reshape(-1)}
 
 
-__all__ = ["Inner", "InnerState", "Buffer", "GaussianPolicy"]
+__all__ = ["Inner", "InnerState", "InnerExtra", "Buffer", "GaussianPolicy"]

@@ -32,57 +32,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlx.losses.advantages import n_step_returns
+
 KLEstimate = Literal["exact", "sample"]
 KL_ESTIMATES: tuple[str, ...] = ("exact", "sample")
-
-
-def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.Array,
-                   done: jax.Array, gamma: float | jax.Array,
-                   n: int | jax.Array | None = None) -> jax.Array:
-    """n-step bootstrapped returns inside a rollout with auto-reset.
-
-        G_t = sum_{d=0}^{k-1} gamma^d r_{t+d} + gamma^k (1 - term_{t+k-1}) V'_{t+k-1}
-
-    with k = min(n, T - t, 1 + first d >= 0 where done_{t+d}): at most n steps, never
-    past the end of the rollout (A3C's "up to n-step" when n = T) nor across an
-    episode boundary. `next_values[t]` = V of the state step t reached *before* any
-    reset (V(final_obs_t)), so a truncated episode bootstraps and a terminated one
-    does not. `n = None` means n = T (every state bootstraps at the rollout's end);
-    then the returns equal `gae(..., lam=1)` targets. `n` may be a traced integer
-    (e.g. a vmapped hyper-parameter); the scan then runs T steps instead of n.
-    """
-    chex.assert_equal_shape([rewards, next_values, terminated, done])
-    T = rewards.shape[0]
-    if n is None:
-        n = T
-    if isinstance(n, int):
-        if n < 1:
-            raise ValueError(f"n-step returns need n >= 1, got {n}")
-        n = min(n, T)
-        steps = n
-    else:
-        steps = T
-    dtype = rewards.dtype
-    t_idx = jnp.arange(T).reshape((T,) + (1,) * (rewards.ndim - 1))
-
-    def pad(x: jax.Array) -> jax.Array:
-        x = x.astype(dtype)
-        return jnp.concatenate([x, jnp.zeros((steps,) + x.shape[1:], dtype)])
-
-    r, v, term, is_done = pad(rewards), pad(next_values), pad(terminated), pad(done)
-
-    def body(carry, d):
-        g, disc, alive = carry  # alive: still summing at offset d (per t)
-        at = lambda x: jax.lax.dynamic_slice_in_dim(x, d, T)  # noqa: E731 — x_{t+d} for all t
-        g = g + alive * disc * at(r)
-        last = jnp.maximum(at(is_done), ((d >= n - 1) | (t_idx + d >= T - 1)).astype(dtype))
-        stop = alive * last
-        g = g + stop * disc * gamma * (1 - at(term)) * at(v)
-        return (g, disc * gamma, alive * (1 - stop)), None
-
-    zeros = jnp.zeros_like(rewards, dtype)
-    (g, _, _), _ = jax.lax.scan(body, (zeros, jnp.ones((), dtype), zeros + 1), jnp.arange(steps))
-    return g
 
 
 def _log_ref(ref_log_probs: jax.Array | None, like: jax.Array) -> jax.Array:
