@@ -55,16 +55,11 @@ def run_rlx(args) -> dict:
     ndev = args.devices or len(jax.devices())
     kw = dict(PRESETS["brax"], env=args.env, backend=args.backend, total_steps=args.total_steps)
     base = ppo.PPOConfig(**kw)
-    if base.num_envs % ndev or base.eval_envs % ndev:
-        raise ValueError(f"num_envs {base.num_envs} and eval_envs {base.eval_envs} must divide "
-                         f"over {ndev} devices")
-    # each device runs 1/ndev of the envs (and of the steps) of the one agent
-    cfg = dataclasses.replace(base, num_envs=base.num_envs // ndev, eval_envs=base.eval_envs // ndev,
-                              total_steps=-(-base.total_steps // ndev),
-                              axis_name="dp" if ndev > 1 else None)
-    trainer = ppo.make_train(cfg, on_update=runner.on_update)
+    # one agent, data parallel: each device runs 1/ndev of its envs (and of the steps)
+    trainer = ppo.make_train(dataclasses.replace(base, data_parallel=ndev),
+                             on_update=runner.on_update)
     key = jax.random.PRNGKey(args.seed)
-    keys = jax.numpy.stack([key] * ndev)  # the shards of one agent share its key
+    keys = key[None]
     res = runner.run(trainer, keys, None, devices=ndev, progress=False)
     steps = [s * ndev for s in res.eval_steps]
     sps = (steps[-1] - steps[0]) / (res.eval_times[-1] - res.eval_times[0])

@@ -214,6 +214,11 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     `updates_per_eval` updates; a chunk is one call of the last two.
     """
     keys = jnp.asarray(keys)
+    if trainer.shards > 1:  # data parallel: the shards of one agent share its key
+        if keys.shape[0] != 1:
+            raise ValueError(f"a data-parallel trainer ({trainer.shards} shards) trains one seed "
+                             f"at a time, got {keys.shape[0]} seeds")
+        keys = jnp.repeat(keys, trainer.shards, axis=0)
     members = keys.shape[0]
     hparams = broadcast_hparams(trainer.default_hparams if hparams is None else hparams, members)
     if trainer.mesh is not None:  # the trainer shards its own population (ES) over its mesh

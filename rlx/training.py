@@ -58,6 +58,9 @@ class Trainer:
     # The typed config the trainer was built from (a dataclass): checkpoints record it, and a
     # resume with another config is refused (`rlx.checkpoint`).
     config: Any = None
+    # Data parallelism: each member (seed) is this many shards of one agent, vmapped with
+    # `axis_name`; `rlx.runner.run` repeats each seed's key once per shard.
+    shards: int = 1
 
     @property
     def num_updates(self) -> int:

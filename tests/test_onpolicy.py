@@ -99,3 +99,22 @@ def test_masked_losses():
     np.testing.assert_allclose(losses.masked_mean(jnp.ones(3), jnp.zeros(3)), 0.0)  # all padding
     np.testing.assert_allclose(
         losses.clip_fraction(lp, old, 0.2, mask), 0.5)  # 1.1 inside, 0.5 outside, 9 masked
+
+
+def test_ppo_data_parallel_is_a_config_option():
+    """`data_parallel=2`: one agent split over two shards (devices) whose params stay equal."""
+    from rlx import runner
+    from rlx.algos import ppo
+
+    base = ppo.PPOConfig(env="CartPole-v1", num_envs=4, unroll_length=8, num_minibatches=2,
+                         update_epochs=1, total_steps=64, num_evals=2, eval_envs=2)
+    with pytest.raises(ValueError, match="num_envs = 4 does not split over data_parallel = 3"):
+        ppo.make_train(ppo.PPOConfig(**{**base.__dict__, "data_parallel": 3}))
+    trainer = ppo.make_train(ppo.PPOConfig(**{**base.__dict__, "data_parallel": 2}))
+    assert trainer.shards == 2 and trainer.axis_name == "dp"
+    res = runner.run(trainer, jax.random.PRNGKey(0)[None], None, devices=2, progress=False)
+    assert res.devices == 2
+    for leaf in jax.tree.leaves(res.state.params):
+        np.testing.assert_array_equal(leaf[0], leaf[1])
+    with pytest.raises(ValueError, match="trains one seed at a time, got 2 seeds"):
+        runner.run(trainer, jax.random.split(jax.random.PRNGKey(0), 2), None, progress=False)

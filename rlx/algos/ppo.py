@@ -101,6 +101,9 @@ class PPOConfig:
     num_evals: int = 5
     eval_envs: int = 16  # per data-parallel shard
     axis_name: str | None = None  # data parallelism: envs split over this vmap/mesh axis
+    # Data parallelism as an option: one agent whose envs, eval episodes and steps are split
+    # over this many shards (devices); gradients and statistics are averaged over them.
+    data_parallel: int = 1
 
     def validate(self) -> None:
         """Raise `ValueError` for any value that cannot work, before anything compiles."""
@@ -130,6 +133,22 @@ class PPOConfig:
             raise ValueError(f"unknown head {self.head!r}; valid: auto, {', '.join(distributions.HEADS)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.data_parallel < 1:
+            raise ValueError(f"PPOConfig.data_parallel must be >= 1, got {self.data_parallel!r}")
+        for name in ("num_envs", "eval_envs"):
+            if getattr(self, name) % self.data_parallel:
+                raise ValueError(f"PPOConfig.{name} = {getattr(self, name)} does not split over "
+                                 f"data_parallel = {self.data_parallel} shards")
+
+    def shard(self) -> "PPOConfig":
+        """The config of one data-parallel shard: 1/data_parallel of the envs, evaluation
+        episodes and steps, collectives over the axis "dp" (itself when data_parallel = 1)."""
+        d = self.data_parallel
+        if d == 1:
+            return self
+        return dataclasses.replace(self, num_envs=self.num_envs // d, eval_envs=self.eval_envs // d,
+                                   total_steps=-(-self.total_steps // d), axis_name="dp",
+                                   data_parallel=1)
 
     def hparams(self) -> PPOHParams:
         """This config's hyper-parameters as the arrays `train` takes."""
@@ -243,9 +262,12 @@ def make_train(config: PPOConfig, env: Env | None = None,
     """Build PPO's pure functions for `config` (validated here, before any compile).
 
     `on_update(update_index, mean_episode_return)` is called on the host after
-    every update through `jax.debug.callback` (progress bars, logs).
+    every update through `jax.debug.callback` (progress bars, logs). With
+    `config.data_parallel = D > 1` the trainer's members are the D shards of one agent
+    (`Trainer.shards`; `rlx.runner.run` places them, one per device).
     """
     config.validate()
+    shards, config = config.data_parallel, config.shard()
     env = env or make_env(config.env, backend=config.backend, episode_length=config.episode_length,
                           fresh_reset=config.fresh_reset)
     engine = make_engine(config, env)
@@ -273,9 +295,10 @@ def make_train(config: PPOConfig, env: Env | None = None,
         metrics.update(kl_full=kl, kl_beta=kl_beta)
         return state.replace(extra=kl_beta), metrics
 
-    return make_trainer(engine, env, hparams=config.hparams(), total_steps=config.total_steps,
-                        num_evals=config.num_evals, eval_envs=config.eval_envs, config=config,
-                        finish=finish, on_update=on_update)
+    trainer = make_trainer(engine, env, hparams=config.hparams(), total_steps=config.total_steps,
+                           num_evals=config.num_evals, eval_envs=config.eval_envs, config=config,
+                           finish=finish, on_update=on_update)
+    return dataclasses.replace(trainer, shards=shards)
 
 
 def policy_fn(config: PPOConfig, env: Env, deterministic: bool = True):
