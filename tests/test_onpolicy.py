@@ -6,17 +6,17 @@ import numpy as np
 import optax
 import pytest
 
-from rlx import distributions, losses
+from rlx import distributions, losses, optim
 from rlx.algos import onpolicy
 
 
 def test_global_norm_clip_hand_worked():
-    tx = onpolicy.scale_by_global_norm_clip(1.0)
+    tx = optim.scale_by_global_norm_clip(1.0)
     g = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}  # ||g|| = 5
     out, _ = tx.update(g, tx.init(g))
     np.testing.assert_allclose(out["a"], 3.0 / (5.0 + 1e-6), rtol=1e-6)
     np.testing.assert_allclose(out["b"], 4.0 / (5.0 + 1e-6), rtol=1e-6)
-    tx = onpolicy.scale_by_global_norm_clip(jnp.inf)  # inf: no clipping
+    tx = optim.scale_by_global_norm_clip(jnp.inf)  # inf: no clipping
     out, _ = tx.update(g, tx.init(g))
     np.testing.assert_array_equal(out["a"], 3.0)
 
@@ -24,8 +24,8 @@ def test_global_norm_clip_hand_worked():
 def test_clipped_adam_first_step_is_minus_lr_sign():
     # Adam's first step is g / (|g| + eps) elementwise: -lr * sign(g) up to eps.
     params = jnp.array([1.0, -2.0])
-    tx = onpolicy.clipped_adam(0.1, jnp.inf, eps=1e-12)
-    new, _, gnorm = onpolicy.optimizer_step(tx, params, tx.init(params), jnp.array([0.5, -3.0]))
+    tx = optim.clipped_adam(0.1, jnp.inf, eps=1e-12)
+    new, _, gnorm = optim.optimizer_step(tx, params, tx.init(params), jnp.array([0.5, -3.0]))
     np.testing.assert_allclose(new, [0.9, -1.9], rtol=1e-6)
     np.testing.assert_allclose(gnorm, np.hypot(0.5, 3.0), rtol=1e-6)
 
@@ -34,7 +34,7 @@ def test_optimizer_step_averages_over_data_parallel_axis():
     params = jnp.zeros(2)
     tx = optax.sgd(1.0)
     grads = jnp.array([[1.0, 0.0], [3.0, 2.0]])  # two shards of one agent
-    step = lambda g: onpolicy.optimizer_step(tx, params, tx.init(params), g, "dp")[0]  # noqa: E731
+    step = lambda g: optim.optimizer_step(tx, params, tx.init(params), g, "dp")[0]  # noqa: E731
     out = jax.vmap(step, axis_name="dp")(grads)
     np.testing.assert_allclose(out, [[-2.0, -1.0], [-2.0, -1.0]])
 

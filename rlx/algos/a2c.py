@@ -30,7 +30,8 @@ from rlx.envs import make as make_env
 from rlx.envs import validate_env_name
 from rlx.envs.base import Env
 from rlx.networks import ACTIVATIONS, ActorCritic
-from rlx.algos.onpolicy import Engine, clipped_adam, make_trainer, no_batch
+from rlx.algos.onpolicy import Engine, make_trainer, no_batch
+from rlx.optim import clipped_adam
 from rlx.rollout import Transition
 from rlx.training import Trainer
 

@@ -16,8 +16,8 @@ One update of `Engine.update(env, state, hparams, *loss_args)`:
         params <- optimizer_step(loss_fn(params, minibatch, key, hparams, extra, *loss_args))
     obs_stats <- Welford merge of the rollout's observations (if normalising)
 
-`optimizer_step` is the only place in rlx where an optax update is applied to
-parameters. Data parallelism is `axis_name`: members of a vmapped/sharded axis are
+`rlx.optim.optimizer_step` is the only place in rlx where an optax update is applied
+to parameters (the ES strategies' mean updates go through it too). Data parallelism is `axis_name`: members of a vmapped/sharded axis are
 shards of ONE agent (their envs differ; gradients, advantage statistics, observation
 statistics and episode counts are all-reduced over the axis).
 
@@ -39,6 +39,7 @@ import optax
 from flax import struct
 
 from rlx.envs import normalize as obs_norm
+from rlx.optim import clipped_adam, optimizer_step
 from rlx.envs.base import Env, EnvState
 from rlx.rollout import Policy, Transition, episode_stats, evaluate, reset, rollout
 from rlx.training import Trainer, report
@@ -54,42 +55,6 @@ LossFn = Callable[..., tuple[jax.Array, Metrics]]
 OptimizerFn = Callable[[Any, jax.Array], optax.GradientTransformation]
 # mode(params, obs [N, ...] (normalised if enabled), hparams) -> deterministic env action
 ModeFn = Callable[[Any, jax.Array, Any], jax.Array]
-
-
-def optimizer_step(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any,
-                   axis_name: str | None = None) -> tuple[Any, Any, jax.Array]:
-    """params <- params + tx(grads): the one optimiser step in rlx.
-
-    With `axis_name`, gradients are first averaged over that (vmapped or sharded)
-    axis, so every shard of a data-parallel agent takes the same step. Returns
-    (params, opt_state, global norm of the (averaged) gradient before `tx`).
-    """
-    if axis_name is not None:
-        grads = jax.lax.pmean(grads, axis_name)
-    gnorm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, gnorm
-
-
-def scale_by_global_norm_clip(max_norm: float | jax.Array) -> optax.GradientTransformation:
-    """g <- g * min(1, max_norm / (||g|| + 1e-6)), ||g|| the global L2 norm.
-
-    The clip of OpenAI baselines and PureJaxRL (a smooth form of
-    `optax.clip_by_global_norm`); `max_norm` may be traced, and `inf` disables it.
-    """
-    def update(grads, state, params=None):
-        gnorm = optax.tree.norm(grads)
-        scale = jnp.minimum(1.0, max_norm / (gnorm + 1e-6))
-        return jax.tree.map(lambda g: g * scale, grads), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def clipped_adam(lr: float | jax.Array, max_grad_norm: float | jax.Array,
-                 eps: float = 1e-5) -> optax.GradientTransformation:
-    """Global-norm clip (`scale_by_global_norm_clip`), Adam, step -lr: PPO's and A2C's optimiser."""
-    return optax.chain(scale_by_global_norm_clip(max_grad_norm), optax.scale_by_adam(eps=eps),
-                       optax.scale(-lr))
 
 
 def sgd(loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, Metrics]],
@@ -298,5 +263,5 @@ def make_trainer(engine: Engine, env: Env, *, hparams: Any, total_steps: int, nu
                    steps_per_update=steps_per_update, axis_name=engine.axis_name, config=config)
 
 
-__all__ = ["Engine", "EngineState", "UpdateOutput", "optimizer_step", "sgd", "scale_by_global_norm_clip",
-           "clipped_adam", "no_batch", "episode_metrics", "make_trainer"]
+__all__ = ["Engine", "EngineState", "UpdateOutput", "sgd", "no_batch", "episode_metrics",
+           "make_trainer"]

@@ -26,7 +26,8 @@ from rlx.envs import make as make_env
 from rlx.envs import normalize as obs_norm
 from rlx.envs import validate_env_name
 from rlx.envs.base import Env
-from rlx.algos.onpolicy import Engine, EngineState, UpdateOutput, clipped_adam, make_trainer
+from rlx.algos.onpolicy import Engine, EngineState, UpdateOutput, make_trainer
+from rlx.optim import clipped_adam
 from rlx.networks import ACTIVATIONS, ActorCritic
 from rlx.training import Trainer
 
