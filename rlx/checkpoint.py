@@ -28,9 +28,11 @@ digest check); a missing or damaged directory is a one-line `ValueError`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import shutil
 import sys
@@ -165,10 +167,23 @@ def _warn(message: str) -> None:
 def _reason(e: BaseException) -> str:
     """An exception as one short line."""
     text = str(e).strip().splitlines()
-    first = text[0] if text else ""
+    first = text[0].split(" See full TensorStore details")[0] if text else ""
     if len(first) > 120:
         first = first[:117] + "..."
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Silence orbax's own log warnings while probing steps that may be damaged
+    (what is wrong is reported once, by `RunCheckpoints.restore_latest`)."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _abstract(like: Any, sharded: bool) -> Any:
@@ -246,10 +261,11 @@ class RunCheckpoints:
     def _open(self):
         import orbax.checkpoint as ocp
 
-        return ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True),
-            item_names=("state", "history"))
+        with _quiet_orbax():  # it reads every step's metadata, damaged ones included
+            return ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True),
+                item_names=("state", "history"))
 
     def _drop(self, steps: list[int]) -> None:
         """Delete damaged steps and reopen the manager so that it forgets them."""
@@ -300,14 +316,16 @@ class RunCheckpoints:
         abstract = _abstract(like, sharded=True)
         damaged: list[tuple[int, str]] = []
         try:
-            steps = sorted(self._mngr.all_steps(), reverse=True)
+            with _quiet_orbax():
+                steps = sorted(self._mngr.all_steps(), reverse=True)
         except Exception as e:  # noqa: BLE001 -- an unreadable directory is a fresh start
             _warn(f"cannot list the checkpoints in {self.directory} ({_reason(e)}); "
                   f"starting from scratch")
             return None
         for step in steps:
             try:
-                state, history = self._restore(step, abstract)
+                with _quiet_orbax():
+                    state, history = self._restore(step, abstract)
             except Exception as e:  # noqa: BLE001 -- orbax/tensorstore/json: all mean damaged
                 damaged.append((step, _reason(e)))
                 continue
@@ -353,7 +371,7 @@ def restore_pytree(path: str | Path, like: Any) -> Any:
     if not path.is_dir():
         raise ValueError(f"{path} does not exist (no saved pytree there)")
     try:
-        with ocp.StandardCheckpointer() as ckpt:
+        with _quiet_orbax(), ocp.StandardCheckpointer() as ckpt:
             tree = ckpt.restore(path, _abstract(like, sharded=False))
     except Exception as e:  # noqa: BLE001 -- any orbax/tensorstore failure means damaged
         raise ValueError(f"{path} is damaged or holds another pytree ({_reason(e)})") from None
