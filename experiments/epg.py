@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = common.exit_on_value_error(lambda: make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     t0 = time.time()
-    result = runner.run(trainer, keys, args.out, progress=not args.no_progress)
+    result = common.exit_on_value_error(lambda: runner.run(
+        trainer, keys, args.out, progress=not args.no_progress))
     wall = time.time() - t0
 
     state0 = jax.tree.map(lambda x: x[0], result.state)

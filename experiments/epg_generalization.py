@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rlx.epg import EPGConfig, Inner, load_loss, train_ppo, train_with_loss
 
     if args.loss:
-        phi, config = load_loss(args.loss)
+        phi, config = common.exit_on_value_error(lambda: load_loss(args.loss))
         source = args.loss
     else:
         from experiments.epg import QUICK

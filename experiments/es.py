@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     primary = distributed.is_primary()
     t0 = time.time()
-    result = runner.run(trainer, keys, args.out, progress=primary and not args.no_progress)
+    result = common.exit_on_value_error(lambda: runner.run(
+        trainer, keys, args.out, progress=primary and not args.no_progress))
     wall = time.time() - t0
 
     ret = result.eval["eval_return"]  # [evals, seeds]

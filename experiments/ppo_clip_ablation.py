@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
         keys = jax.random.split(jax.random.PRNGKey(i), members)
         print(f"[{env_name}] {len(settings)} settings x {args.seeds} seeds = {members} agents, "
               f"{trainer.total_env_steps} steps each")
-        res = runner.run(trainer, keys, f"{args.out}/{env_name}", hparams=hp, devices=args.devices,
-                         progress=not args.no_progress)
+        res = common.exit_on_value_error(lambda: runner.run(
+            trainer, keys, f"{args.out}/{env_name}", hparams=hp, devices=args.devices,
+            progress=not args.no_progress))
         score = logging.last_episodes_mean(res.train["episode_return_sum"], res.train["episode_count"])
         rand = random_policy_return(env_name, cfg.episode_length, jax.random.PRNGKey(100 + i))
         by_setting = score.reshape(len(settings), args.seeds)

@@ -402,8 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
                       float(random_return(make_env(game), jax.random.PRNGKey(args.seed))))
         for algo in ALGOS:
             trainer = make_trainer(algo, game, total_steps, cfg["trainer"], runner.on_update)
-            res = runner.run(trainer, keys, f"{args.out}/runs/{game}/{algo}", devices=args.devices,
-                             checkpoint=not args.quick, progress=not args.no_progress)
+            res = common.exit_on_value_error(lambda: runner.run(
+                trainer, keys, f"{args.out}/runs/{game}/{algo}", devices=args.devices,
+                checkpoint=not args.quick, progress=not args.no_progress))
             ret = res.eval["eval_return"]
             x = np.asarray(res.eval_steps)
             points = len(x) - 1

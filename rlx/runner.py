@@ -3,9 +3,10 @@
 `run(trainer, keys, out_dir)` vmaps the trainer over the members (seeds and/or
 hyper-parameters), shards them over the device mesh, and runs one compiled chunk
 (`updates_per_eval` updates + an evaluation) at a time. After every chunk the
-state is checked for NaN and saved with orbax; calling `run` again with the
-same `out_dir` resumes from the last checkpoint and ends with the same
-parameters as an uninterrupted run.
+state is checked for NaN and saved (`rlx.checkpoint`); calling `run` again with
+the same `out_dir` resumes from the newest intact checkpoint and ends with the
+same parameters as an uninterrupted run. A rerun with another configuration in
+the same `out_dir` is refused (`rlx.checkpoint.CheckpointMismatch`, a ValueError).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlx import memory, population
+from rlx.checkpoint import RunCheckpoints, fingerprint
 from rlx.training import Trainer
 
 
@@ -122,34 +124,6 @@ def broadcast_hparams(hparams: Any, members: int) -> Any:
     return hparams
 
 
-# ---- checkpoints ---------------------------------------------------------------------------
-
-def _manager(directory: Path):
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(
-        directory.absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-        item_names=("state", "history"))
-
-
-def _save(mngr, step: int, state: Any, history: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            history=ocp.args.JsonSave(history)))
-    mngr.wait_until_finished()
-
-
-def _restore(mngr, step: int, like: Any) -> tuple[Any, dict]:
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                     history=ocp.args.JsonRestore()))
-    return out.state, out.history
-
-
 def _to_lists(metrics: dict) -> dict:
     """Member-major device arrays `[members, ...]` -> time-major lists `[time, members]`."""
     out = {}
@@ -225,7 +199,9 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
         mesh, axis = trainer.mesh, None
     else:
         mesh, axis = choose_mesh(members, devices), population.AXIS
-    mngr = _manager(Path(out_dir) / "checkpoints") if (out_dir is not None and checkpoint) else None
+    ckpt = None
+    if out_dir is not None and checkpoint:  # refuses another run's checkpoints, before compiling
+        ckpt = RunCheckpoints(Path(out_dir) / "checkpoints", fingerprint(trainer, keys, hparams))
     t_start = time.time()
     PROGRESS.first_update_time = None
     if release_memory:
@@ -236,9 +212,10 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     state = init(*population.shard((keys, hparams), mesh, axis))
     if release_memory:
         memory.trim_heap()  # the compiler's freed heap
-    resumed_from = mngr.latest_step() if mngr is not None else None
-    if resumed_from is not None:
-        state, history = _restore(mngr, resumed_from, state)
+    restored = ckpt.restore_latest(state) if ckpt is not None else None  # newest intact step
+    resumed_from = None
+    if restored is not None:
+        resumed_from, state, history = restored
         train_chunks = [history["train"][i] for i in range(len(history["train"]))]
         eval_chunks = history["eval"]
         done_chunks = resumed_from
@@ -265,7 +242,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
                 bad = _first_bad_update(train_m)
                 u = c * trainer.updates_per_eval + bad + 1
                 where = (f"kept checkpoint {c} (update {c * trainer.updates_per_eval})"
-                         if mngr is not None and c > 0 else "no checkpoint kept")
+                         if ckpt is not None and c > 0 else "no checkpoint kept")
                 raise TrainingDiverged(
                     f"training produced NaN at update {u} (env step {u * trainer.steps_per_update}"
                     f" per member); stopped, {where}")
@@ -276,8 +253,8 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
             if bar is not None:
                 ret = np.mean(eval_m.get("eval_return", [np.nan]))
                 bar.set_postfix(eval_return=f"{ret:.2f}")
-            if mngr is not None:
-                _save(mngr, c + 1, state, {"train": train_chunks, "eval": eval_chunks})
+            if ckpt is not None:
+                ckpt.save(c + 1, state, {"train": train_chunks, "eval": eval_chunks})
     finally:
         if bar is not None:
             bar.close()

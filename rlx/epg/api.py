@@ -1,6 +1,6 @@
 """Saving, loading and using a learned loss; the PPO baseline on the same task.
 
-    save_loss(path, phi, config) / load_loss(path) -> (phi, config)   orbax + config.json
+    save_loss(path, phi, config) / load_loss(path) -> (phi, config)   rlx.checkpoint + config.json
     train_with_loss(phi, task, key, steps, config)  -> learning curve of a fresh agent
     train_ppo(task, key, steps, config, lr=...)     -> the same curve for rlx PPO
 
@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rlx.checkpoint import restore_pytree, save_pytree
 from rlx.epg.config import EPGConfig
 from rlx.epg.inner import Inner
 
@@ -39,28 +40,29 @@ def _config_from_json(d: dict) -> EPGConfig:
 
 
 def save_loss(path: str | Path, loss_params: Any, config: EPGConfig) -> None:
-    """Write the loss parameters (orbax) and the config that shapes them (JSON) under `path`."""
-    import orbax.checkpoint as ocp
-
+    """Write the loss parameters (`path/loss_params`, `rlx.checkpoint.save_pytree`) and the
+    config that shapes them (`path/config.json`) under `path`."""
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
-    params = jax.device_get(loss_params)
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(path / "loss_params", params, force=True)
-    ckpt.wait_until_finished()
+    save_pytree(path / "loss_params", loss_params)
     (path / "config.json").write_text(json.dumps(_config_to_json(config), indent=2) + "\n")
 
 
 def load_loss(path: str | Path) -> tuple[Any, EPGConfig]:
-    """(loss parameters, EPGConfig) saved by `save_loss`."""
-    import orbax.checkpoint as ocp
-
+    """(loss parameters, EPGConfig) saved by `save_loss`; a missing or damaged `path` is a
+    one-line ValueError naming it."""
     path = Path(path).absolute()
-    config = _config_from_json(json.loads((path / "config.json").read_text()))
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{path} holds no saved loss (no config.json; expected a directory "
+                         f"written by rlx.epg.save_loss)")
+    try:
+        config = _config_from_json(json.loads(config_file.read_text()))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{config_file} is damaged ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     template = Inner(config).init_loss_params(jax.random.PRNGKey(0))
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
-    params = ocp.StandardCheckpointer().restore(path / "loss_params", abstract)
-    return params, config
+    return restore_pytree(path / "loss_params", template), config
 
 
 def train_with_loss(loss_params: Any, task: jax.Array, key: jax.Array, steps: int,
