@@ -2,12 +2,12 @@
 
 Layers, bottom to top; a module may import only from its own layer or below:
 
-    0  rlx.population rlx.memory rlx.distributed rlx.optim rlx.logging rlx.training
+    0  rlx.population rlx.memory rlx.distributed rlx.optim rlx.logging rlx.training rlx.checkpoint
     1  rlx.envs rlx.distributions rlx.networks rlx.losses
     2  rlx.rollout
     3  rlx.algos rlx.es
     4  rlx.epg
-    5  rlx.checkpoint rlx.runner
+    5  rlx.runner
     experiments/  (rlx + experiments.common; never each other)
     tests/        (rlx; an experiment only through its `main`)
 """
@@ -22,12 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "rlx.population": 0, "rlx.memory": 0, "rlx.distributed": 0, "rlx.optim": 0,
-    "rlx.logging": 0, "rlx.training": 0,
+    "rlx.logging": 0, "rlx.training": 0, "rlx.checkpoint": 0,
     "rlx.envs": 1, "rlx.distributions": 1, "rlx.networks": 1, "rlx.losses": 1,
     "rlx.rollout": 2,
     "rlx.algos": 3, "rlx.es": 3,
     "rlx.epg": 4,
-    "rlx.checkpoint": 5, "rlx.runner": 5,
+    "rlx.runner": 5,
 }
 
 
