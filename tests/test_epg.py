@@ -15,7 +15,7 @@ from rlx import population
 from rlx.epg import (EPGConfig, EPGLossNet, Inner, TaskFamily, load_loss, make_train, ppo_weight,
                      save_loss, train_ppo, train_with_loss)
 from rlx.epg.loss_net import conv_output_length, reduce_loss
-from rlx.epg.tasks import PointGoalEnv
+from rlx.envs.tasks import PointGoalEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = EPGConfig(buffer_size=32, rollout_length=8, inner_updates=4, num_envs=2,

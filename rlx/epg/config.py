@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from rlx.epg.loss_net import FORMS, conv_output_length
-from rlx.epg.tasks import FAMILIES, REGIONS, TaskFamily
+from rlx.envs.tasks import FAMILIES, REGIONS, TaskFamily
 from rlx.networks import ACTIVATIONS
 
 
