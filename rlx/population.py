@@ -61,6 +61,12 @@ def check_divisible(size: int, mesh: Mesh, what: str = "population") -> None:
                          f"use a multiple of {n} or fewer devices")
 
 
+def local_size(size: int, mesh: Mesh) -> int:
+    """Members per device when `size` members are sharded over the mesh (checked divisible)."""
+    check_divisible(size, mesh)
+    return size // mesh.devices.size
+
+
 def check_even(size: int, what: str = "population size") -> None:
     """Raise `ValueError` unless `size` is even (members that come in mirrored pairs)."""
     if size % 2:

@@ -79,7 +79,7 @@ def check_population(name: str, size: int, kwargs: tuple[tuple[str, Any], ...] =
     antithetic = name == "openai_es" or (
         name == "Open_ES" and dict(kwargs).get("use_antithetic_sampling", True))
     if antithetic:
-        pop_lib.check_even(size, f"{what} of {name} (antithetic sampling)")
+        pop_lib.check_even(size, f"{what} for {name}")
 
 
 def sanitize_returns(returns: jax.Array) -> jax.Array:

@@ -92,8 +92,7 @@ class ESConfig:
 
     def check_mesh(self, mesh: Mesh) -> None:
         """The population must split evenly over the mesh and into member chunks."""
-        pop_lib.check_divisible(self.population_size, mesh)
-        local = self.population_size // mesh.devices.size
+        local = pop_lib.local_size(self.population_size, mesh)
         if self.members_per_chunk is not None and local % min(self.members_per_chunk, local):
             raise ValueError(f"members_per_chunk={self.members_per_chunk} does not divide the "
                              f"{local} members per device ({self.population_size} over "
@@ -131,7 +130,7 @@ def make_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tan
 
 def chunk_size(config: ESConfig, mesh: Mesh) -> int:
     """Members evaluated at once per device: `members_per_chunk`, else `auto_chunk`."""
-    local = config.population_size // mesh.devices.size
+    local = pop_lib.local_size(config.population_size, mesh)
     return config.members_per_chunk or auto_chunk(local, config.episodes_per_member,
                                                   mesh.devices.flat[0].platform)
 
