@@ -45,6 +45,8 @@ def add_flags(p) -> None:
                    help="fraction of generations over which the PPO weight falls to 0")
     p.add_argument("--ppo-mix", default=None,
                    help="add: L_phi + alpha L_PPO (default); convex: (1-alpha) L_phi + alpha L_PPO")
+    p.add_argument("--strategy", default=None,
+                   help="outer ES: openai_es (default) or an evosax algorithm (Open_ES, SNES, ...)")
     p.add_argument("--sigma", type=float, default=None)
     p.add_argument("--outer-lr", type=float, default=None)
     p.add_argument("--num-evals", type=int, default=None)
@@ -63,7 +65,8 @@ def build_config(args):
                  ppo_coef=args.ppo_coef,
                  train_region=args.train_region, test_region=args.test_region,
                  ppo_anneal_frac=args.ppo_anneal_frac, ppo_mix=args.ppo_mix,
-                 sigma=args.sigma, outer_lr=args.outer_lr, num_evals=args.num_evals,
+                 strategy=args.strategy, sigma=args.sigma, outer_lr=args.outer_lr,
+                 num_evals=args.num_evals,
                  devices=args.devices)
     kw.update({k: v for k, v in flags.items() if v is not None})
     config = openai_epg(**kw) if args.full else EPGConfig(**kw)

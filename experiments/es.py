@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from rlx import logging, runner
-    from rlx.es import make_train
-    from rlx.es.trainer import search_mean
+    from rlx.es import make_train, mean_vector
 
     config = common.exit_on_value_error(lambda: build_config(args))
     trainer = common.exit_on_value_error(lambda: make_train(config, on_update=runner.on_update))
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         "initial_return": float(ret[0].mean()), "best_eval_return": float(ret.mean(1).max()),
         "final_train_return_mean": float(result.train["return_mean"][-1].mean()),
         "nonfinite_members_total": float(result.train["nonfinite_members"].sum()),
-        "params_digest": runner.params_digest(search_mean(result.state)),
+        "params_digest": runner.params_digest(mean_vector(trainer, result.state)),
         "resumed_from_chunk": result.resumed_from,
         "config": dataclasses.asdict(config),
     }

@@ -67,9 +67,8 @@ def worker(a) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from rlx import runner
-    from rlx.es import ESConfig, make_train
+    from rlx.es import ESConfig, make_train, mean_vector
     from rlx.es.evaluate import auto_chunk
-    from rlx.es.trainer import search_mean
 
     counts = [int(c) for c in a.device_counts.split(",")]
     config = ESConfig(env=a.env, population_size=a.population, sigma=a.sigma, lr=a.lr,
@@ -118,7 +117,7 @@ def worker(a) -> dict:
             "env_steps_per_s": steps_per_gen / sec_per_gen,
             "generations_to_target": reached, "time_to_target_s": wall if reached else None,
             "env_steps_to_target": steps if reached else None, "final_return": curve[-1][3],
-            "params_digest": runner.params_digest(search_mean(state)), "curve": curve,
+            "params_digest": runner.params_digest(mean_vector(trainer, state)), "curve": curve,
             "platform": jax.default_backend()}
 
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             a.total_steps, 4 * 16 * 500), 3
 
     from rlx import logging, runner
-    from rlx.es.trainer import search_mean
+    from rlx.es import mean_vector
 
     t0 = time.time()
     ppo_config, ppo_trainer, ppo_res = common.exit_on_value_error(lambda: run_ppo(a))
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "experiment": "es_vs_ppo", "env": a.env, "seeds": a.seeds,
         "env_steps": float(es_steps[-1]), "wall_s": round(wall, 2),
-        "final_return": float(es_ret[-1]), "params_digest": runner.params_digest(search_mean(es_res.state)),
+        "final_return": float(es_ret[-1]), "params_digest": runner.params_digest(mean_vector(es_trainer, es_res.state)),
         "ppo_env_steps": float(ppo_steps[-1]), "ppo_final_return": ppo_final,
         "ppo_params_digest": runner.params_digest(ppo_res.state.params),
         "es_steps_to_ppo_return": table[-1]["es_steps"],

@@ -61,6 +61,25 @@ def check_divisible(size: int, mesh: Mesh, what: str = "population") -> None:
                          f"use a multiple of {n} or fewer devices")
 
 
+def local_size(size: int, mesh: Mesh) -> int:
+    """Members per device when `size` members are sharded over the mesh (checked divisible)."""
+    check_divisible(size, mesh)
+    return size // mesh.devices.size
+
+
+def check_even(size: int, what: str = "population size") -> None:
+    """Raise `ValueError` unless `size` is even (members that come in mirrored pairs)."""
+    if size % 2:
+        raise ValueError(f"{what} must be even (mirrored pairs), got {size}")
+
+
+def member_index(local_size: int, mesh: Mesh | None, axis: str = AXIS) -> jax.Array:
+    """Global indices [local_size] of the members this device holds (inside `shard_map`
+    over `mesh` with members sharded as P(axis); with no mesh: 0 .. local_size - 1)."""
+    first = jax.lax.axis_index(axis) * local_size if mesh is not None else 0
+    return first + jax.numpy.arange(local_size)
+
+
 def sharding(mesh: Mesh, axis: str | None = AXIS) -> NamedSharding:
     return NamedSharding(mesh, P(axis))
 

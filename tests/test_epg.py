@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from rlx import population
-from rlx.epg import (EPGConfig, EPGLossNet, Inner, TaskFamily, load_loss, make_train, ppo_weight,
-                     save_loss, train_ppo, train_with_loss)
+from rlx.epg import (EPGConfig, EPGLossNet, Inner, TaskFamily, load_loss, loss_params, make_train,
+                     ppo_weight, save_loss, train_ppo, train_with_loss)
+from rlx.es import mean_vector
 from rlx.epg.loss_net import conv_output_length, reduce_loss
-from rlx.epg.tasks import PointGoalEnv
+from rlx.envs.tasks import PointGoalEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = EPGConfig(buffer_size=32, rollout_length=8, inner_updates=4, num_envs=2,
@@ -182,10 +184,26 @@ def test_es_generation_sharded_on_two_devices_equals_one_device():
         trainer = make_train(config, mesh=population.make_mesh(n))
         state = jax.jit(trainer.init)(jax.random.PRNGKey(0), trainer.default_hparams)
         state, m = jax.jit(trainer.update)(state)
-        results.append((np.asarray(state.strategy_state.mean), float(m["return_mean"])))
+        results.append((np.asarray(mean_vector(trainer, state)), float(m["return_mean"])))
         assert m["env_steps"] == 4 * 2 * config.inner_env_steps
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["SNES", "Open_ES"])
+def test_evosax_strategy_drives_the_sharded_outer_loop(strategy):
+    config = EPGConfig(**{**TINY.__dict__, "inner_updates": 2, "strategy": strategy})
+    trainer = make_train(config, mesh=population.make_mesh(2))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0), trainer.default_hparams)
+    update = jax.jit(trainer.update)
+    for _ in range(2):
+        state, m = update(state)
+        assert np.isfinite(float(m["return_mean"])) and float(m["nonfinite_members"]) == 0
+    assert int(state.generation) == 2
+    phi = loss_params(config, state)  # the strategy's mean, as the loss's parameter pytree
+    template = Inner(config).init_loss_params(jax.random.PRNGKey(0))
+    assert jax.tree.structure(phi) == jax.tree.structure(template)
+    np.testing.assert_array_equal(ravel_pytree(phi)[0], mean_vector(trainer, state))
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -201,6 +219,10 @@ def test_es_generation_sharded_on_two_devices_equals_one_device():
     (dict(num_evals=1), "num_evals"),
     (dict(ppo_mix="blend"), "ppo_mix"),
     (dict(ppo_mix="convex", ppo_coef=2.0), "ppo_coef <= 1"),
+    (dict(strategy="nope"), "unknown ES strategy"),
+    (dict(strategy="SNES", strategy_kwargs=(("bogus", 1),)), "no argument 'bogus'"),
+    (dict(strategy="openai_es", strategy_kwargs=(("optimizer", None),)), "takes no strategy_kwargs"),
+    (dict(strategy="Open_ES", population_size=5), "even"),
 ])
 def test_validation_errors_before_compile(kw, match):
     with pytest.raises(ValueError, match=match):

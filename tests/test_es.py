@@ -15,8 +15,7 @@ from rlx import population, runner
 from rlx.envs import normalize as obs_norm
 from rlx.envs.base import ActionSpec, Env
 from rlx.es import (ESConfig, Evaluator, OpenAIES, antithetic_members, centered_ranks, make_train,
-                    noise, weighted_noise_sum)
-from rlx.es.trainer import search_mean
+                    mean_vector, noise, weighted_noise_sum)
 
 CARTPOLE = ESConfig(env="CartPole-v1", population_size=32, sigma=0.05, lr=0.05, hidden_layers=(16,),
                     generations=4, num_evals=3, eval_episodes=2)
@@ -25,6 +24,11 @@ CARTPOLE = ESConfig(env="CartPole-v1", population_size=32, sigma=0.05, lr=0.05, 
 def run(config: ESConfig, out=None, **kw) -> runner.RunResult:
     trainer = make_train(config)
     return runner.run(trainer, jax.random.PRNGKey(0)[None], out, progress=False, **kw)
+
+
+def search_mean(config: ESConfig, result: runner.RunResult) -> np.ndarray:
+    """The flat mean parameters [seeds, D] of a run of `config` (read through its strategy)."""
+    return np.asarray(mean_vector(make_train(config), result.state))
 
 
 # ---- estimator pieces ----------------------------------------------------------------------
@@ -121,7 +125,7 @@ def test_same_result_on_one_and_two_devices():
     one = run(dataclasses.replace(cfg, devices=1))
     two = run(dataclasses.replace(cfg, devices=2))
     assert one.devices == 1 and two.devices == 2
-    np.testing.assert_array_equal(search_mean(one.state), search_mean(two.state))
+    np.testing.assert_array_equal(search_mean(cfg, one), search_mean(cfg, two))
     np.testing.assert_array_equal(one.state.obs_stats.m2, two.state.obs_stats.m2)
     np.testing.assert_array_equal(one.train["return_mean"], two.train["return_mean"])
 
@@ -182,7 +186,7 @@ def test_nan_members_rank_last_and_are_reported():
     res = runner.run(trainer, jax.random.PRNGKey(0)[None], None, progress=False)
     assert res.train["nonfinite_members"].sum() > 0
     assert np.isfinite(res.train["return_mean"]).all()
-    assert np.isfinite(np.asarray(search_mean(res.state))).all()
+    assert np.isfinite(np.asarray(mean_vector(trainer, res.state))).all()
     stats = res.state.obs_stats
     assert np.isfinite(np.asarray(stats.mean)).all() and np.isfinite(np.asarray(stats.m2)).all()
     assert 0 < float(stats.count[0]) < 2 * 16 * 5  # poisoned members left out
@@ -208,7 +212,7 @@ def test_checkpoint_resume_gives_same_params(tmp_path):
     assert part.resumed_from is None
     resumed = run(cfg, tmp_path / "killed")
     assert resumed.resumed_from == 2
-    assert runner.params_digest(search_mean(resumed.state)) == runner.params_digest(search_mean(full.state))
+    assert runner.params_digest(search_mean(cfg, resumed)) == runner.params_digest(search_mean(cfg, full))
 
 
 # ---- learning -------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Jitted environments behind one functional interface (Brax and gymnax)."""
+"""Jitted environments behind one functional interface (Brax and gymnax).
+
+`rlx.envs.tasks`: task-parameterised families (goal regions) for meta-learning (EPG).
+"""
 
 from rlx.envs import normalize
 from rlx.envs.base import ActionSpec, Env, EnvState, StepOut

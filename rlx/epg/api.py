@@ -36,6 +36,8 @@ def _config_from_json(d: dict) -> EPGConfig:
             kw[k] = tuple(kw[k])
     if "conv" in kw:
         kw["conv"] = tuple(tuple(l) for l in kw["conv"])
+    if "strategy_kwargs" in kw:
+        kw["strategy_kwargs"] = tuple((k, v) for k, v in kw["strategy_kwargs"])
     return EPGConfig(**kw)
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
+
+import jax.numpy as jnp
 
 from rlx.epg.loss_net import FORMS, conv_output_length
-from rlx.epg.tasks import FAMILIES, REGIONS, TaskFamily
+from rlx.es.openai_es import OpenAIESParams
+from rlx.es.strategies import check_population, validate_strategy
+from rlx.envs.tasks import FAMILIES, REGIONS, TaskFamily
 from rlx.networks import ACTIVATIONS
 
 
@@ -56,7 +61,9 @@ class EPGConfig:
     ppo_mix: str = "add"  # add: L_phi + alpha L_PPO; convex (openai/EPG): (1-alpha) L_phi + alpha L_PPO
     ppo_clip: float = 0.2
     gamma: float = 0.99
-    # outer loop: ES (rlx.es OpenAI-ES: antithetic, centered ranks, Adam)
+    # outer loop: ES (rlx.es.strategies; default rlx OpenAI-ES: antithetic, centered ranks, Adam)
+    strategy: str = "openai_es"  # or any evosax algorithm name (Open_ES, SNES, CMA_ES, ...)
+    strategy_kwargs: tuple[tuple[str, Any], ...] = ()  # extra evosax constructor arguments
     population_size: int = 8
     tasks_per_member: int = 2
     generations: int = 20
@@ -82,9 +89,9 @@ class EPGConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"EPGConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.population_size % 2:
-            raise ValueError(f"EPGConfig.population_size must be even (antithetic pairs), "
-                             f"got {self.population_size}")
+        validate_strategy(self.strategy, self.strategy_kwargs)
+        check_population(self.strategy, self.population_size, self.strategy_kwargs,
+                         "EPGConfig.population_size")
         if self.rollout_length > self.buffer_size:
             raise ValueError(f"EPGConfig.rollout_length={self.rollout_length} exceeds "
                              f"buffer_size={self.buffer_size}")
@@ -120,6 +127,11 @@ class EPGConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
         self.task_family()  # radii
+
+    def hparams(self) -> OpenAIESParams:
+        """The outer ES's hyper-parameters a run may sweep (sigma, weight decay)."""
+        return OpenAIESParams(sigma=jnp.asarray(self.sigma, jnp.float32),
+                              weight_decay=jnp.asarray(self.weight_decay, jnp.float32))
 
     def task_family(self) -> TaskFamily:
         return TaskFamily(self.family, self.episode_length, self.r_min, self.r_max,

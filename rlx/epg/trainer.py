@@ -1,6 +1,8 @@
 """EPG's outer loop: ES over the learned loss's parameters, as a `rlx.training.Trainer`.
 
-One update is one generation (Houthooft et al. 2018, Algorithm 1):
+One update is one generation (Houthooft et al. 2018, Algorithm 1), run by the
+ES generation loop `rlx.es.loop.make_trainer` with the default strategy
+(`strategy="openai_es"`; any `rlx.es.strategies` name works):
 
     members  = antithetic (key, sign) pairs           rlx.es.OpenAIES.ask
     phi_i    = mu + sigma * s_i * eps(k_i)             regenerated on the member's device
@@ -22,26 +24,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
-from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec as P
 
 from rlx import population as pop_lib
 from rlx.epg.config import EPGConfig, openai_epg
 from rlx.epg.inner import Inner
-from rlx.es.openai_es import OpenAIES
-from rlx.es.strategies import ESHParams, RlxStrategy
-from rlx.es.trainer import fitness_metrics
-from rlx.training import Trainer, report
+from rlx.es import strategies
+from rlx.es.loop import SearchState, SearchTrainer, make_trainer
 
-
-@struct.dataclass
-class EPGState:
-    strategy_state: Any
-    key: jax.Array
-    eval_key: jax.Array
-    generation: jax.Array
-    hparams: ESHParams
+EPGState = SearchState  # EPG keeps nothing beyond the search state
 
 
 def ppo_weight(config: EPGConfig, generation: jax.Array) -> jax.Array:
@@ -54,13 +45,15 @@ def ppo_weight(config: EPGConfig, generation: jax.Array) -> jax.Array:
     return config.ppo_coef * jnp.clip(1.0 - generation.astype(jnp.float32) / span, 0.0, 1.0)
 
 
-def make_strategy(config: EPGConfig, template: Any, mesh: Mesh | None) -> RlxStrategy:
-    """rlx's OpenAI-ES over the loss parameters, Adam with EPG's x0.1 step mid-way."""
+def make_strategy(config: EPGConfig, template: Any, mesh: Mesh | None) -> Any:
+    """`config.strategy` over the loss parameters; Adam's step is x0.1 after
+    `outer_lr_decay_at` of the generations (for strategies with an optimizer)."""
     decay_at = int(config.outer_lr_decay_at * config.generations)
     lr = (optax.piecewise_constant_schedule(config.outer_lr, {decay_at: 0.1})
           if config.outer_lr_decay_at < 1 else config.outer_lr)
-    return RlxStrategy(OpenAIES(config.population_size, template, optimizer=optax.adam(lr),
-                                sigma=config.sigma, weight_decay=config.weight_decay, mesh=mesh))
+    return strategies.make_strategy(config.strategy, config.population_size, template, lr=lr,
+                                    sigma=config.sigma, weight_decay=config.weight_decay,
+                                    mesh=mesh, kwargs=dict(config.strategy_kwargs))
 
 
 def build(config: EPGConfig, mesh: Mesh | None = None):
@@ -73,16 +66,15 @@ def build(config: EPGConfig, mesh: Mesh | None = None):
     return inner, make_strategy(config, template, mesh), mesh
 
 
-def population_fitness(config: EPGConfig, inner: Inner, strategy: RlxStrategy, mesh: Mesh | None,
+def population_fitness(config: EPGConfig, inner: Inner, strategy: Any, mesh: Mesh | None,
                        context: Any, members: Any, key: jax.Array, alpha: jax.Array):
-    """Final returns [N, K] of every member on its K tasks, sharded over `mesh`."""
+    """Final returns [N, K] of every member on its K tasks and each member's mean learned
+    loss [N], sharded over `mesh`. `members`: any strategy's population (leading axis N)."""
     family = inner.family
     k = config.tasks_per_member
 
     def local(context, members, key, alpha):
-        n = members.sign.shape[0]
-        first = jax.lax.axis_index(pop_lib.AXIS) * n if mesh is not None else 0
-        index = first + jnp.arange(n)
+        index = pop_lib.member_index(pop_lib.size(members), mesh)
 
         def one(member, i):
             phi = strategy.decode(context, member)
@@ -96,17 +88,19 @@ def population_fitness(config: EPGConfig, inner: Inner, strategy: RlxStrategy, m
         return jax.vmap(one)(members, index)
 
     if mesh is not None:
+        pop_lib.check_divisible(pop_lib.size(members), mesh)
         local = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(pop_lib.AXIS), P(), P()),
                               out_specs=(P(pop_lib.AXIS), P(pop_lib.AXIS)), check_vma=False)
     return local(context, members, key, alpha)
 
 
 def make_train(config: EPGConfig, mesh: Mesh | None = None,
-               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> SearchTrainer:
     """EPG as a `Trainer` whose population of loss perturbations is sharded over `mesh`.
 
     Train metrics per generation: return_mean/max/min (fitness over members),
-    alpha (PPO weight), learned_loss, env_steps, params_norm, grad_norm, update_norm.
+    alpha (PPO weight), learned_loss, env_steps, params_norm (+ the strategy's own:
+    grad_norm, update_norm for OpenAI-ES).
     Eval metrics: the mean loss trains fresh agents on `eval_tasks` new training-region
     tasks (eval_return) and test-region tasks (ood_return), alpha as at that generation.
     """
@@ -115,37 +109,20 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
     steps_per_gen = config.population_size * config.tasks_per_member * config.inner_env_steps
     updates_per_eval = max(1, math.ceil(config.generations / (config.num_evals - 1)))
 
-    def hparams() -> ESHParams:
-        return ESHParams(sigma=jnp.asarray(config.sigma, jnp.float32),
-                         weight_decay=jnp.asarray(config.weight_decay, jnp.float32))
-
-    def init(key: jax.Array, hp: ESHParams) -> EPGState:
-        k_loss, k_strategy, k_train, k_eval = jax.random.split(key, 4)
-        phi = inner.init_loss_params(k_loss)
-        return EPGState(strategy_state=strategy.init(k_strategy, phi, hp), key=k_train,
-                        eval_key=k_eval, generation=jnp.zeros((), jnp.int32), hparams=hp)
-
-    def update(state: EPGState) -> tuple[EPGState, dict]:
-        hp = state.hparams
-        key, k_ask, k_eval, k_tell = jax.random.split(state.key, 4)
+    def fitness(context: Any, members: Any, key: jax.Array, state: EPGState):
         alpha = ppo_weight(config, state.generation)
-        members = strategy.ask(k_ask, state.strategy_state, hp)
-        returns, loss = population_fitness(config, inner, strategy, mesh,
-                                           strategy.context(state.strategy_state, hp), members,
-                                           k_eval, alpha)
-        fitness = returns.mean(1)
-        ss, extra = strategy.tell(k_tell, members, fitness, state.strategy_state, hp)
-        new_state = state.replace(strategy_state=ss, key=key, generation=state.generation + 1)
-        metrics = {**fitness_metrics(fitness), **extra, "alpha": alpha,
-                   "learned_loss": jnp.where(jnp.isfinite(loss), loss, 0.0).sum()
-                   / jnp.maximum(jnp.isfinite(loss).sum(), 1),  # diverged members rank last
-                   "env_steps": jnp.asarray(steps_per_gen, jnp.float32),
-                   "params_norm": jnp.linalg.norm(ss.mean)}
-        report(on_update, new_state.generation, metrics["return_mean"], new_state)
-        return new_state, metrics
+        returns, loss = population_fitness(config, inner, strategy, mesh, context, members, key,
+                                           alpha)
+        return returns.mean(1), (alpha, loss)
 
-    def evaluate(state: EPGState) -> dict:
-        phi = strategy.mean(state.strategy_state, state.hparams)
+    def after_tell(state: EPGState, aux) -> tuple[EPGState, dict]:
+        alpha, loss = aux
+        return state, {"alpha": alpha,
+                       "learned_loss": jnp.where(jnp.isfinite(loss), loss, 0.0).sum()
+                       / jnp.maximum(jnp.isfinite(loss).sum(), 1),  # diverged members rank last
+                       "env_steps": jnp.asarray(steps_per_gen, jnp.float32)}
+
+    def evaluate_mean(phi: Any, state: EPGState) -> dict:
         key = jax.random.fold_in(state.eval_key, state.generation)
         alpha = ppo_weight(config, state.generation)
         k_in, k_out, k_life = jax.random.split(key, 3)
@@ -156,16 +133,19 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
             tasks, jax.random.split(k_life, 2 * n))
         return {"eval_return": ret[:n].mean(), "ood_return": ret[n:].mean()}
 
-    return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=hparams(),
-                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_gen, mesh=mesh, config=config)
+    return make_trainer(strategy, inner.init_loss_params, fitness, evaluate_mean,
+                        default_hparams=config.hparams(), num_evals=config.num_evals,
+                        updates_per_eval=updates_per_eval, steps_per_update=steps_per_gen,
+                        mesh=mesh, config=config, state_type=EPGState, after_tell=after_tell,
+                        on_update=on_update)
 
 
 def loss_params(config: EPGConfig, state: EPGState) -> Any:
-    """The learned loss (the ES mean) of a trained state, as a parameter pytree."""
+    """The learned loss (what the strategy proposes: its mean) of a trained state, as a
+    parameter pytree."""
     template = Inner(config).init_loss_params(jax.random.PRNGKey(0))
-    return ravel_pytree(template)[1](state.strategy_state.mean)
+    return make_strategy(config, template, None).mean(state.strategy_state, state.hparams)
 
 
 __all__ = ["EPGConfig", "EPGState", "make_train", "build", "ppo_weight", "population_fitness",
-           "loss_params", "openai_epg"]
+           "loss_params", "make_strategy", "openai_epg"]

@@ -40,6 +40,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from rlx.envs import normalize as obs_norm
 from rlx.envs.base import Env, EnvState
 from rlx.es.openai_es import pairwise_sum
+from rlx import population as pop_lib
 from rlx.population import AXIS
 
 # act(params, obs [B, *obs_shape]) -> env action [B, ...] (deterministic)
@@ -75,11 +76,7 @@ def auto_chunk(local_members: int, episodes: int = 1, platform: str | None = Non
     return max(d for d in range(1, min(target, local_members) + 1) if local_members % d == 0)
 
 
-def population_size(population: Any) -> int:
-    sizes = {x.shape[0] for x in jax.tree.leaves(population)}
-    if len(sizes) != 1:
-        raise ValueError(f"population leaves disagree on their leading size: {sorted(sizes)}")
-    return sizes.pop()
+population_size = pop_lib.size  # the common leading size of a population's leaves
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -185,8 +182,7 @@ class Evaluator:
         """One device: its members in chunks; per-member returns and summed moments."""
         n = population_size(members)
         c = self.chunk(n)
-        first = jax.lax.axis_index(self.axis) * n if self.mesh is not None else 0
-        index = first + jnp.arange(n)
+        index = pop_lib.member_index(n, self.mesh, self.axis)
         chunks = jax.tree.map(lambda x: x.reshape((n // c, c) + x.shape[1:]), (members, index))
 
         def one_chunk(xs):
@@ -214,9 +210,7 @@ class Evaluator:
         n = population_size(population)
         local = functools.partial(self._local, decode)
         if self.mesh is not None:
-            if n % self.mesh.devices.size:
-                raise ValueError(f"population size {n} is not divisible by the "
-                                 f"{self.mesh.devices.size} devices of the mesh")
+            pop_lib.check_divisible(n, self.mesh)
             local = jax.shard_map(local, mesh=self.mesh,
                                   in_specs=(P(), P(self.axis), P(), P()),
                                   out_specs=(P(self.axis), P(self.axis), P()), check_vma=False)

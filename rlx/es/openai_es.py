@@ -35,6 +35,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec as P
 
+from rlx import population as pop_lib
 from rlx.population import AXIS
 
 
@@ -68,8 +69,7 @@ def noise(key: jax.Array, num_dims: int) -> jax.Array:
 
 def antithetic_members(key: jax.Array, population_size: int) -> Members:
     """Mirrored sampling: members (k_j, +1), (k_j, -1) for j < N/2, pairs adjacent."""
-    if population_size % 2:
-        raise ValueError(f"antithetic sampling needs an even population size, got {population_size}")
+    pop_lib.check_even(population_size, "antithetic sampling's population size")
     half = jax.random.split(key, population_size // 2)
     keys = jnp.repeat(half, 2, axis=0)
     sign = jnp.tile(jnp.asarray([1.0, -1.0], jnp.float32), population_size // 2)
@@ -152,12 +152,11 @@ class OpenAIES:
     chunk_size: int | None = None
 
     def __post_init__(self):
-        if self.population_size < 2 or self.population_size % 2:
-            raise ValueError(f"OpenAI-ES needs an even population size >= 2 (mirrored pairs), "
-                             f"got {self.population_size}")
-        if self.mesh is not None and self.population_size % self.mesh.devices.size:
-            raise ValueError(f"population size {self.population_size} is not divisible by the "
-                             f"{self.mesh.devices.size} devices of the mesh")
+        if self.population_size < 2:
+            raise ValueError(f"OpenAI-ES needs a population size >= 2, got {self.population_size}")
+        pop_lib.check_even(self.population_size, "OpenAI-ES population size")
+        if self.mesh is not None:
+            pop_lib.check_divisible(self.population_size, self.mesh)
 
     @property
     def num_dims(self) -> int:

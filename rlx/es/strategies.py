@@ -8,7 +8,9 @@
     context(state, hp) / decode(context, member) -> one member's parameter pytree
     mean(state, hp) -> the parameter pytree the strategy currently proposes
 
-so the sharded evaluator (`rlx.es.evaluate`) never knows which strategy runs.
+so the sharded evaluator (`rlx.es.evaluate`) and the generation loop
+(`rlx.es.loop`) never know which strategy runs. `hp` is always an
+`OpenAIESParams` (sigma, weight_decay): the hyper-parameters a run may sweep.
 `name="openai_es"` is rlx's own strategy (members are keys and signs, noise is
 regenerated where the member lives); any other name is looked up in
 `evosax.algorithms.algorithms` (`Open_ES`, `CMA_ES`, `SNES`, `xNES`, `PGPE`,
@@ -26,22 +28,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
+from rlx import population as pop_lib
 from rlx.es.openai_es import OpenAIES, OpenAIESParams
 from rlx.population import AXIS
 
 RLX_STRATEGIES = ("openai_es",)
-
-
-@struct.dataclass
-class ESHParams:
-    """Hyper-parameters a run may sweep (scalars; the runner tiles them per member)."""
-
-    sigma: jax.Array
-    weight_decay: jax.Array
 
 
 def evosax_names() -> tuple[str, ...]:
@@ -59,6 +53,35 @@ def validate_strategy_name(name: str) -> None:
                          f"evosax: {', '.join(names)}")
 
 
+def validate_strategy(name: str, kwargs: tuple[tuple[str, Any], ...] = ()) -> None:
+    """Raise `ValueError` for an unknown name or a keyword its evosax class does not take."""
+    validate_strategy_name(name)
+    for item in kwargs:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(f"strategy_kwargs are (name, value) pairs, got {item!r}")
+    if not kwargs:
+        return
+    if name in RLX_STRATEGIES:
+        raise ValueError(f"strategy {name!r} takes no strategy_kwargs, got {dict(kwargs)!r}")
+    from evosax.algorithms import algorithms
+
+    accepted = set(inspect.signature(algorithms[name].__init__).parameters) - {
+        "self", "population_size", "solution"}
+    for key, _ in kwargs:
+        if key not in accepted:
+            raise ValueError(f"strategy {name!r} has no argument {key!r}; valid: "
+                             f"{', '.join(sorted(accepted))}")
+
+
+def check_population(name: str, size: int, kwargs: tuple[tuple[str, Any], ...] = (),
+                     what: str = "population_size") -> None:
+    """Raise `ValueError` if strategy `name` samples mirrored pairs and `size` is odd."""
+    antithetic = name == "openai_es" or (
+        name == "Open_ES" and dict(kwargs).get("use_antithetic_sampling", True))
+    if antithetic:
+        pop_lib.check_even(size, f"{what} for {name}")
+
+
 def sanitize_returns(returns: jax.Array) -> jax.Array:
     """Non-finite returns -> (lowest finite return - 1): below every finite member."""
     finite = jnp.isfinite(returns)
@@ -73,20 +96,17 @@ class RlxStrategy:
     algo: OpenAIES
     name: str = "openai_es"
 
-    def _params(self, hp: ESHParams) -> OpenAIESParams:
-        return OpenAIESParams(sigma=hp.sigma, weight_decay=hp.weight_decay)
+    def init(self, key, params, hp: OpenAIESParams):
+        return self.algo.init(key, params, hp)
 
-    def init(self, key, params, hp):
-        return self.algo.init(key, params, self._params(hp))
+    def ask(self, key, state, hp: OpenAIESParams):
+        return self.algo.ask(key, state, hp)[0]
 
-    def ask(self, key, state, hp):
-        return self.algo.ask(key, state, self._params(hp))[0]
+    def tell(self, key, population, returns, state, hp: OpenAIESParams):
+        return self.algo.tell(key, population, -returns, state, hp)
 
-    def tell(self, key, population, returns, state, hp):
-        return self.algo.tell(key, population, -returns, state, self._params(hp))
-
-    def context(self, state, hp):
-        return self.algo.context(state, self._params(hp))
+    def context(self, state, hp: OpenAIESParams):
+        return self.algo.context(state, hp)
 
     def decode(self, context, member):
         return self.algo.decode(context, member)
@@ -113,7 +133,7 @@ class EvosaxStrategy:
     def distribution_based(self) -> bool:
         return hasattr(self.algo, "get_mean")
 
-    def _params(self, hp: ESHParams):
+    def _params(self, hp: OpenAIESParams):
         p = self.algo.default_params
         if hasattr(p, "std_init"):
             p = p.replace(std_init=hp.sigma)
@@ -151,13 +171,15 @@ class EvosaxStrategy:
         return self.algo._unravel_solution(state.best_solution)
 
 
-def make_strategy(name: str, population_size: int, solution: Any, *, lr: float = 0.01,
+def make_strategy(name: str, population_size: int, solution: Any, *,
+                  lr: float | optax.Schedule = 0.01,
                   sigma: float = 0.02, weight_decay: float = 0.005, mesh: Mesh | None = None,
                   axis: str = AXIS, chunk_size: int | None = None,
                   kwargs: dict | None = None) -> RlxStrategy | EvosaxStrategy:
     """Build a strategy by name (see the module docstring); `kwargs` go to the evosax class.
 
-    For evosax classes that take them, `optimizer` defaults to `optax.adam(lr)` and
+    `lr` may be an optax schedule (EPG's x0.1 step). For evosax classes that take them,
+    `optimizer` defaults to `optax.adam(lr)` and
     `std_schedule` to a constant `sigma`; `mesh` / `chunk_size` only shape rlx's
     OpenAI-ES (evosax's `tell` runs on the gathered N x D population).
     """
@@ -179,5 +201,6 @@ def make_strategy(name: str, population_size: int, solution: Any, *, lr: float =
     return EvosaxStrategy(cls(population_size=population_size, solution=solution, **kw), name)
 
 
-__all__ = ["ESHParams", "RlxStrategy", "EvosaxStrategy", "make_strategy", "sanitize_returns",
-           "validate_strategy_name", "evosax_names", "RLX_STRATEGIES"]
+__all__ = ["OpenAIESParams", "RlxStrategy", "EvosaxStrategy", "make_strategy", "sanitize_returns",
+           "validate_strategy_name", "validate_strategy", "check_population", "evosax_names",
+           "RLX_STRATEGIES"]

@@ -9,6 +9,9 @@ One update is one generation:
 
 all in one compiled program whose population is sharded over every device of
 `trainer.mesh` (multi-host: the same code after `rlx.es.distributed.initialize`).
+The loop itself is `rlx.es.loop.make_trainer` (shared with EPG); this module
+configures it with the sharded evaluator as fitness and the observation
+statistics as extra state.
 At the `rlx.runner` level an ES run is one member (a seed); several seeds are
 replicated on the mesh and each seed's population is sharded.
 """
@@ -22,7 +25,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from flax import struct
-from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
 from rlx import population as pop_lib
@@ -31,9 +33,10 @@ from rlx.envs import normalize as obs_norm
 from rlx.envs import validate_env_name
 from rlx.envs.base import Env
 from rlx.es.evaluate import Evaluator, auto_chunk
-from rlx.es.strategies import ESHParams, make_strategy, validate_strategy_name
+from rlx.es.loop import SearchState, SearchTrainer, fitness_metrics, make_trainer, mean_vector
+from rlx.es.openai_es import OpenAIESParams
+from rlx.es.strategies import check_population, make_strategy, validate_strategy
 from rlx.networks import ACTIVATIONS, MLP
-from rlx.training import Trainer, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,16 +70,15 @@ class ESConfig:
     def validate(self) -> None:
         """Raise `ValueError` naming the offending value, before anything compiles."""
         validate_env_name(self.env)
-        validate_strategy_name(self.strategy)
+        validate_strategy(self.strategy, self.strategy_kwargs)
         for name in ("population_size", "sigma", "lr", "episodes_per_member", "total_steps",
                      "eval_episodes", "obs_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ESConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.weight_decay < 0:
             raise ValueError(f"ESConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if self.strategy in ("openai_es", "Open_ES") and self.population_size % 2:
-            raise ValueError(f"ESConfig.population_size must be even for antithetic (mirrored) "
-                             f"sampling, got {self.population_size}")
+        check_population(self.strategy, self.population_size, self.strategy_kwargs,
+                         "ESConfig.population_size")
         if self.generations is not None and self.generations < 1:
             raise ValueError(f"ESConfig.generations must be >= 1, got {self.generations}")
         if self.num_evals < 2:
@@ -90,26 +92,22 @@ class ESConfig:
 
     def check_mesh(self, mesh: Mesh) -> None:
         """The population must split evenly over the mesh and into member chunks."""
-        pop_lib.check_divisible(self.population_size, mesh)
-        local = self.population_size // mesh.devices.size
+        local = pop_lib.local_size(self.population_size, mesh)
         if self.members_per_chunk is not None and local % min(self.members_per_chunk, local):
             raise ValueError(f"members_per_chunk={self.members_per_chunk} does not divide the "
                              f"{local} members per device ({self.population_size} over "
                              f"{mesh.devices.size} devices)")
 
-    def hparams(self) -> ESHParams:
-        return ESHParams(sigma=jnp.asarray(self.sigma, jnp.float32),
-                         weight_decay=jnp.asarray(self.weight_decay, jnp.float32))
+    def hparams(self) -> OpenAIESParams:
+        return OpenAIESParams(sigma=jnp.asarray(self.sigma, jnp.float32),
+                              weight_decay=jnp.asarray(self.weight_decay, jnp.float32))
 
 
 @struct.dataclass
-class ESState:
-    strategy_state: Any
+class ESState(SearchState):
+    """`SearchState` + the running statistics of the observations the members saw."""
+
     obs_stats: obs_norm.RunningStats
-    key: jax.Array
-    eval_key: jax.Array
-    generation: jax.Array
-    hparams: ESHParams
 
 
 def make_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tanh"
@@ -132,7 +130,7 @@ def make_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tan
 
 def chunk_size(config: ESConfig, mesh: Mesh) -> int:
     """Members evaluated at once per device: `members_per_chunk`, else `auto_chunk`."""
-    local = config.population_size // mesh.devices.size
+    local = pop_lib.local_size(config.population_size, mesh)
     return config.members_per_chunk or auto_chunk(local, config.episodes_per_member,
                                                   mesh.devices.flat[0].platform)
 
@@ -158,7 +156,7 @@ def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
 
 
 def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None,
-               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> SearchTrainer:
     """ES as a `Trainer` whose population is sharded over `mesh` (default: all devices).
 
     Train metrics per generation: return_mean / return_max / return_min over the
@@ -175,58 +173,31 @@ def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = Non
         gens = max(1, math.ceil(config.total_steps / steps_per_gen))
     updates_per_eval = max(1, math.ceil(gens / (config.num_evals - 1)))
 
-    def init(key: jax.Array, hparams: ESHParams) -> ESState:
-        k_params, k_strategy, k_train, k_eval = jax.random.split(key, 4)
-        params = net.init(k_params, jnp.zeros((1, math.prod(env.obs_shape)), jnp.float32))
-        return ESState(strategy_state=strategy.init(k_strategy, params, hparams),
-                       obs_stats=obs_norm.init(env.obs_shape), key=k_train, eval_key=k_eval,
-                       generation=jnp.zeros((), jnp.int32), hparams=hparams)
+    def init_params(key: jax.Array) -> Any:
+        return net.init(key, jnp.zeros((1, math.prod(env.obs_shape)), jnp.float32))
 
-    def update(state: ESState) -> tuple[ESState, dict]:
-        hp = state.hparams
-        key, k_ask, k_eval, k_tell = jax.random.split(state.key, 4)
-        population = strategy.ask(k_ask, state.strategy_state, hp)
-        out = evaluator(strategy.decode, strategy.context(state.strategy_state, hp), population,
-                        state.obs_stats, k_eval)
-        ss, extra = strategy.tell(k_tell, population, out.returns, state.strategy_state, hp)
+    def fitness(context: Any, population: Any, key: jax.Array, state: ESState):
+        out = evaluator(strategy.decode, context, population, state.obs_stats, key)
+        return out.returns, out
+
+    def after_tell(state: ESState, out) -> tuple[ESState, dict]:
         obs_stats = obs_norm.merge(state.obs_stats, out.obs_stats) \
             if config.normalize_observations else state.obs_stats
-        new_state = state.replace(strategy_state=ss, obs_stats=obs_stats, key=key,
-                                  generation=state.generation + 1)
-        metrics = {**fitness_metrics(out.returns), **extra,
-                   "episode_length": out.lengths.mean(), "env_steps": out.env_steps,
-                   "params_norm": jnp.linalg.norm(ravel_pytree(strategy.mean(ss, hp))[0])}
-        report(on_update, new_state.generation, metrics["return_mean"], new_state)
-        return new_state, metrics
+        return state.replace(obs_stats=obs_stats), {"episode_length": out.lengths.mean(),
+                                                    "env_steps": out.env_steps}
 
-    def evaluate(state: ESState) -> dict:
+    def evaluate_mean(params: Any, state: ESState) -> dict:
         # the same held-out starts at every evaluation: the curve shows the policy, not the
         # difficulty of that evaluation's starts (Brax reacher: random targets)
-        params = strategy.mean(state.strategy_state, state.hparams)
         return evaluator.evaluate_params(params, state.obs_stats, state.eval_key,
                                          config.eval_episodes)
 
-    return Trainer(init=init, update=update, evaluate=evaluate, default_hparams=config.hparams(),
-                   num_evals=config.num_evals, updates_per_eval=updates_per_eval,
-                   steps_per_update=steps_per_gen, mesh=mesh, config=config)
-
-
-def fitness_metrics(returns: jax.Array) -> dict[str, jax.Array]:
-    """Mean / max / min over finite returns and the count of non-finite ones."""
-    finite = jnp.isfinite(returns)
-    n = jnp.maximum(finite.sum(), 1)
-    mean = jnp.where(finite, returns, 0.0).sum() / n
-    mean = jnp.where(finite.any(), mean, jnp.nan)
-    return {"return_mean": mean,
-            "return_max": jnp.max(jnp.where(finite, returns, -jnp.inf)),
-            "return_min": jnp.min(jnp.where(finite, returns, jnp.inf)),
-            "nonfinite_members": (~finite).sum().astype(jnp.float32)}
-
-
-def search_mean(state: ESState) -> jax.Array:
-    """The flat parameters the strategy proposes (its mean; a GA's best member)."""
-    ss = state.strategy_state
-    return ss.mean if hasattr(ss, "mean") else ss.best_solution
+    return make_trainer(strategy, init_params, fitness, evaluate_mean,
+                        default_hparams=config.hparams(), num_evals=config.num_evals,
+                        updates_per_eval=updates_per_eval, steps_per_update=steps_per_gen,
+                        mesh=mesh, config=config, state_type=ESState,
+                        init_extra=lambda: {"obs_stats": obs_norm.init(env.obs_shape)},
+                        after_tell=after_tell, on_update=on_update)
 
 
 def policy_fn(config: ESConfig, env: Env):
@@ -243,4 +214,4 @@ def policy_fn(config: ESConfig, env: Env):
 
 
 __all__ = ["ESConfig", "ESState", "make_train", "make_policy", "build", "fitness_metrics",
-           "policy_fn", "search_mean"]
+           "policy_fn", "mean_vector"]

@@ -1,4 +1,4 @@
-"""Task families for EPG: jitted environments with per-task parameters.
+"""Task-parameterised environments: families of jitted envs with per-task parameters (EPG's tasks).
 
 A `TaskFamily` samples task parameters (a goal) from a *region* and builds an
 `rlx.envs.Env` for one task: `family.make_env(task)` may be called inside a
@@ -162,7 +162,7 @@ class TaskFamily:
 
     def __post_init__(self):
         if self.name not in FAMILIES:
-            raise ValueError(f"unknown EPG task family {self.name!r}; valid: {', '.join(FAMILIES)}")
+            raise ValueError(f"unknown task family {self.name!r}; valid: {', '.join(FAMILIES)}")
         if not 0 <= self.r_min <= self.r_max:
             raise ValueError(f"goal radii need 0 <= r_min <= r_max, got {self.r_min}, {self.r_max}")
 
