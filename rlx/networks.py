@@ -4,12 +4,14 @@ Gaussian policy, soft Q-learning's Q-network and ES's deterministic policy."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rlx.envs.base import Env
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": nn.tanh, "relu": nn.relu, "swish": nn.swish, "silu": nn.silu, "elu": nn.elu,
@@ -148,3 +150,21 @@ class QNetwork(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         return MLP(self.layers, self.action_size, self.activation, 0.01, name="q")(x)
+
+
+def deterministic_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tanh"
+                ) -> tuple[MLP, Callable[[Any, jax.Array], jax.Array]]:
+    """ES's policy: a deterministic MLP, tanh-squashed actions (continuous) or argmax (discrete).
+
+    Returns (net, act) with act(params, obs [B, *obs_shape]) -> env action [B, ...].
+    """
+    spec = env.action_spec
+    net = MLP(tuple(hidden_layers), spec.size, activation, out_scale=0.01)
+    obs_ndim = len(env.obs_shape)
+
+    def act(params: Any, obs: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[: obs.ndim - obs_ndim] + (-1,))
+        out = net.apply(params, x)
+        return jnp.argmax(out, -1) if spec.discrete else jnp.tanh(out)
+
+    return net, act

@@ -14,18 +14,20 @@ import optax
 
 
 def optimizer_step(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any,
-                   axis_name: str | None = None) -> tuple[Any, Any, jax.Array]:
+                   axis_name: str | None = None) -> tuple[Any, Any, dict[str, jax.Array]]:
     """params <- params + tx(grads): the one optimiser step in rlx.
 
     With `axis_name`, gradients are first averaged over that (vmapped or sharded)
     axis, so every shard of a data-parallel agent takes the same step. Returns
-    (params, opt_state, global norm of the (averaged) gradient before `tx`).
+    (params, opt_state, {"grad_norm": global norm of the (averaged) gradient before
+    `tx`, "update_norm": global norm of the step `tx` produced}); unused norms cost
+    nothing under `jit`.
     """
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
-    gnorm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, gnorm
+    info = {"grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates)}
+    return optax.apply_updates(params, updates), opt_state, info
 
 
 def scale_by_global_norm_clip(max_norm: float | jax.Array) -> optax.GradientTransformation:

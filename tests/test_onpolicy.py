@@ -25,9 +25,10 @@ def test_clipped_adam_first_step_is_minus_lr_sign():
     # Adam's first step is g / (|g| + eps) elementwise: -lr * sign(g) up to eps.
     params = jnp.array([1.0, -2.0])
     tx = optim.clipped_adam(0.1, jnp.inf, eps=1e-12)
-    new, _, gnorm = optim.optimizer_step(tx, params, tx.init(params), jnp.array([0.5, -3.0]))
+    new, _, info = optim.optimizer_step(tx, params, tx.init(params), jnp.array([0.5, -3.0]))
     np.testing.assert_allclose(new, [0.9, -1.9], rtol=1e-6)
-    np.testing.assert_allclose(gnorm, np.hypot(0.5, 3.0), rtol=1e-6)
+    np.testing.assert_allclose(info["grad_norm"], np.hypot(0.5, 3.0), rtol=1e-6)
+    np.testing.assert_allclose(info["update_norm"], 0.1 * np.sqrt(2), rtol=1e-5)
 
 
 def test_optimizer_step_averages_over_data_parallel_axis():

@@ -39,7 +39,7 @@ import optax
 from flax import struct
 
 from rlx.envs import normalize as obs_norm
-from rlx.optim import clipped_adam, optimizer_step
+from rlx.optim import optimizer_step
 from rlx.envs.base import Env, EnvState
 from rlx.rollout import Policy, Transition, episode_stats, evaluate, reset, rollout
 from rlx.training import Trainer, report
@@ -74,8 +74,8 @@ def sgd(loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, Metrics]],
         p, s = carry
         mb, k = xs
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, k)
-        p, s, gnorm = optimizer_step(tx, p, s, grads, axis_name)
-        return (p, s), {"loss": loss, **aux, "grad_norm": gnorm}
+        p, s, info = optimizer_step(tx, p, s, grads, axis_name)
+        return (p, s), {"loss": loss, **aux, "grad_norm": info["grad_norm"]}
 
     if minibatches == 0:
         epoch = lambda carry, k: step(carry, (batch, k))  # noqa: E731

@@ -36,6 +36,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec as P
 
 from rlx import population as pop_lib
+from rlx.optim import optimizer_step
 from rlx.population import AXIS
 
 
@@ -218,9 +219,9 @@ class OpenAIES:
         """Adam step on -g + lambda * mu; returns (state, metrics)."""
         g = self.gradient(population, fitness, state, params)
         direction = -g + params.weight_decay * state.mean
-        updates, opt_state = self.optimizer.update(direction, state.opt_state, state.mean)
-        mean = optax.apply_updates(state.mean, updates)
-        metrics = {"grad_norm": jnp.linalg.norm(g), "update_norm": jnp.linalg.norm(updates)}
+        mean, opt_state, info = optimizer_step(self.optimizer, state.mean, state.opt_state,
+                                               direction)
+        metrics = {"grad_norm": jnp.linalg.norm(g), "update_norm": info["update_norm"]}
         return (OpenAIESState(mean=mean, opt_state=opt_state,
                               generation_counter=state.generation_counter + 1), metrics)
 

@@ -36,7 +36,8 @@ from rlx.es.evaluate import Evaluator, auto_chunk
 from rlx.es.loop import SearchState, SearchTrainer, fitness_metrics, make_trainer, mean_vector
 from rlx.es.openai_es import OpenAIESParams
 from rlx.es.strategies import check_population, make_strategy, validate_strategy
-from rlx.networks import ACTIVATIONS, MLP
+from rlx.networks import ACTIVATIONS
+from rlx.networks import deterministic_policy as make_policy  # re-exported: rlx.es.make_policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,24 +109,6 @@ class ESState(SearchState):
     """`SearchState` + the running statistics of the observations the members saw."""
 
     obs_stats: obs_norm.RunningStats
-
-
-def make_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tanh"
-                ) -> tuple[MLP, Callable[[Any, jax.Array], jax.Array]]:
-    """A deterministic MLP policy: tanh-squashed actions (continuous) or argmax (discrete).
-
-    Returns (net, act) with act(params, obs [B, *obs_shape]) -> env action [B, ...].
-    """
-    spec = env.action_spec
-    net = MLP(tuple(hidden_layers), spec.size, activation, out_scale=0.01)
-    obs_ndim = len(env.obs_shape)
-
-    def act(params: Any, obs: jax.Array) -> jax.Array:
-        x = obs.reshape(obs.shape[: obs.ndim - obs_ndim] + (-1,))
-        out = net.apply(params, x)
-        return jnp.argmax(out, -1) if spec.discrete else jnp.tanh(out)
-
-    return net, act
 
 
 def chunk_size(config: ESConfig, mesh: Mesh) -> int:
