@@ -197,6 +197,16 @@ def last_episodes_mean(returns_sum: np.ndarray, counts: np.ndarray, n: int = 100
     return np.asarray(out)
 
 
+def cumulative_env_steps(result: Any) -> np.ndarray:
+    """Env steps actually taken (mean over members) at each evaluation of a
+    `rlx.runner.RunResult` whose train metrics hold per-update `env_steps` (e.g. ES, where
+    episodes end early): 0, then the running total after each evaluation chunk."""
+    per_gen = np.asarray(result.train["env_steps"]).mean(1)  # [updates]
+    upe = len(per_gen) // max(len(result.eval_steps) - 1, 1)
+    cum = np.concatenate([[0.0], np.cumsum(per_gen)])
+    return cum[:: upe] if upe else cum[:1]
+
+
 def chunk_episode_means(returns_sum: np.ndarray, counts: np.ndarray, chunks: int) -> np.ndarray:
     """Mean return of the training episodes that finished in each of `chunks` equal runs of
     updates, `[chunks, members]` (0 where none finished); trailing updates that do not fill
@@ -212,4 +222,5 @@ def chunk_episode_means(returns_sum: np.ndarray, counts: np.ndarray, chunks: int
 
 
 __all__ = ["write_json", "write_csv", "curve_rows", "plot_panels", "plot_curves", "plot_bars",
-           "last_episodes_mean", "chunk_episode_means"]
+           "last_episodes_mean", "chunk_episode_means",
+           "cumulative_env_steps"]
