@@ -121,12 +121,12 @@ def plot_panels(path: str | os.PathLike, panels: Mapping[str, Mapping[str, Serie
             x = np.asarray(x, np.float64)
             y = np.asarray(y, np.float64).reshape(len(x), -1)
             mean = y.mean(1)
-            ax.plot(x, mean, marker=_MARKERS[i % len(_MARKERS)] if markers else None,
-                    label=label or None)
+            (line,) = ax.plot(x, mean, marker=_MARKERS[i % len(_MARKERS)] if markers else None,
+                              label=label or None)
             if band is not None and y.shape[1] > 1:
                 lo, hi = ((y.min(1), y.max(1)) if band == "minmax"
                           else (mean - y.std(1), mean + y.std(1)))
-                ax.fill_between(x, lo, hi, alpha=0.2)
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
         for label, value in ((hlines or {}).get(title) or {}).items():
             ax.axhline(value, color="gray", ls="--", lw=1, label=label)
         if xscale == "symlog":
