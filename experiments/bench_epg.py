@@ -23,6 +23,11 @@ import time
 
 from experiments import common
 
+# --quick: the sizes of `experiments.epg --quick`.
+QUICK = dict(buffer_size=32, rollout_length=8, inner_updates=8, num_envs=2,
+             conv=((4, 2, 4), (3, 2, 4)), dense=(8,), policy_layers=(16,), population_size=4,
+             tasks_per_member=1, num_evals=2, eval_tasks=2, eval_envs=2)
+
 
 def _best_interleaved(fns: dict, repeats: int = 10) -> dict:
     """Best wall time of each `fn()` over `repeats` rounds that alternate between them
@@ -97,7 +102,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     import jax
 
-    from experiments.epg import QUICK
     from rlx.epg import EPGConfig, make_train, openai_epg
 
     config = EPGConfig(**QUICK) if args.quick else (openai_epg(population_size=64)

@@ -29,6 +29,11 @@ import time
 
 from experiments import common
 
+# Without --loss: an untrained loss of the sizes `experiments.epg --quick` meta-trains.
+QUICK = dict(buffer_size=32, rollout_length=8, inner_updates=8, num_envs=2,
+             conv=((4, 2, 4), (3, 2, 4)), dense=(8,), policy_layers=(16,), population_size=4,
+             tasks_per_member=1, num_evals=2, eval_tasks=2, eval_envs=2)
+
 
 def add_flags(p) -> None:
     p.add_argument("--loss", default=None, help="directory written by rlx.epg.save_loss")
@@ -58,8 +63,6 @@ def main(argv: list[str] | None = None) -> dict:
         phi, config = common.exit_on_value_error(lambda: load_loss(args.loss))
         source = args.loss
     else:
-        from experiments.epg import QUICK
-
         config = EPGConfig(**QUICK) if args.quick else EPGConfig()
         phi = Inner(config).init_loss_params(jax.random.PRNGKey(args.seed))
         source = "untrained (random init; smoke test only)"
@@ -126,19 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
             "ppo_final_return_per_lr": {f"{lr:g}": float(qy[:, :, j, -1].mean()) for j, lr in enumerate(lrs)},
             "epg_beats_ppo_final": epg_final > ppo_final,
             "aim_met": bool(reached.size) and int(ex[reached[0]]) < int(qx[-1])}
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, x, y in (("EPG learned loss", ex, ey.reshape(-1, points)),
-                            (f"PPO (lr {lrs[best]:g})", qx, qy[:, :, best].reshape(-1, points))):
-            ax.plot(x, y.mean(0), label=label)
-            ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
-        ax.set_xlabel("env steps"), ax.set_ylabel("eval return (mean +- std over tasks x seeds)")
-        ax.set_title(f"{family.name}: {name} ({region} goals)"), ax.legend(), ax.grid(alpha=0.3)
-        fig.tight_layout(), fig.savefig(f"{args.out}/{name}.png", dpi=120), plt.close(fig)
+        title = f"{family.name}: {name} ({region} goals)"
+        logging.plot_panels(f"{args.out}/{name}.png",
+                            {title: {"EPG learned loss": (ex, ey.reshape(-1, points).T),
+                                     f"PPO (lr {lrs[best]:g})": (qx, qy[:, :, best].reshape(-1, points).T)}},
+                            "env steps", "eval return (mean +- std over tasks x seeds)", band="std")
 
     summary = {
         "experiment": "epg_generalization", "env": family.name, "loss": source,

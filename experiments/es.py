@@ -86,16 +86,6 @@ def build_config(args, **overrides):
     return ESConfig(**kw)
 
 
-def cumulative_steps(result) -> "np.ndarray":
-    """Env steps actually taken (per seed) at each evaluation: 0, then after each chunk."""
-    import numpy as np
-
-    per_gen = np.asarray(result.train["env_steps"]).mean(1)  # [generations]
-    upe = len(per_gen) // max(len(result.eval_steps) - 1, 1)
-    cum = np.concatenate([[0.0], np.cumsum(per_gen)])
-    return cum[:: upe] if upe else cum[:1]
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=50_000_000, seeds=1)
     add_flags(p)
@@ -124,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.time() - t0
 
     ret = result.eval["eval_return"]  # [evals, seeds]
-    steps = cumulative_steps(result)
+    steps = logging.cumulative_env_steps(result)
     gens = np.arange(len(result.eval_steps)) * trainer.updates_per_eval
     summary = {
         "experiment": "es", "env": config.env, "strategy": config.strategy,

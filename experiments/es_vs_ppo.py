@@ -4,18 +4,17 @@
     python -m experiments.es_vs_ppo --out runs/q --quick                     # tiny (tests)
     python -m experiments.es_vs_ppo --out runs/cp --env CartPole-v1 --ppo-steps 200000 --total-steps 5000000
 
-PPO is rlx's own (`rlx.algos.ppo.make_train` + `rlx.runner.run`, the
-experiments.ppo presets) trained for --ppo-steps; ES (experiments.es presets)
-for --total-steps. As in Salimans et al. Table 1, progress is measured from the
-starting score: for p in 25/50/75/100 % the target is
-start + p (PPO final - start), and the table gives each method's env steps to
+PPO is rlx's own (`rlx.algos.ppo.make_train` + `rlx.runner.run`, with
+experiments.ppo's presets) trained for --ppo-steps; OpenAI-ES (`rlx.es.make_train`,
+experiments.es's presets) for --total-steps. As in Salimans et al. Table 1,
+progress is measured from the starting score: for p in 25/50/75/100 % the target
+is start + p (PPO final - start), and the table gives each method's env steps to
 reach it (linear interpolation between evaluations of the deterministic
 policy) and the ratio ES / PPO. Writes summary.json, metrics.csv, es_vs_ppo.png.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -23,6 +22,53 @@ import numpy as np
 from experiments import common
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+# PPO (rlx.algos.ppo.PPOConfig fields): the "default" (Brax) and "classic" (gymnax) presets of
+# experiments.ppo, with its --quick sizes; the clip objective.
+PPO = {
+    "brax": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=3e-4,
+                 gamma=0.95, reward_scaling=5.0, ent_coef=0.0, num_evals=11, eval_envs=32),
+    "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
+                    anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
+                    num_evals=11, eval_envs=32),
+}
+PPO_QUICK = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
+                 eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
+# OpenAI-ES (rlx.es.ESConfig fields): experiments.es's per-env presets and --quick sizes.
+ES = {
+    "brax": dict(population_size=256, sigma=0.02, lr=0.01, weight_decay=0.005,
+                 hidden_layers=(32, 32), num_evals=11, eval_episodes=32),
+    "classic": dict(population_size=64, sigma=0.05, lr=0.05, weight_decay=0.005,
+                    hidden_layers=(16,), num_evals=11, eval_episodes=16),
+}
+ES_QUICK = dict(population_size=16, hidden_layers=(8,), num_evals=3, eval_episodes=2)
+ES_QUICK_BRAX_EPISODE = 50
+
+
+def ppo_config(env: str, total_steps: int, quick: bool):
+    """PPOConfig of the PPO side: the env family's preset (+ quick sizes)."""
+    from rlx.algos.ppo import PPOConfig
+    from rlx.envs import BRAX_ENVS
+
+    kw = dict(PPO["brax" if env in BRAX_ENVS else "classic"], **(PPO_QUICK if quick else {}))
+    return PPOConfig(**kw, env=env, total_steps=total_steps, objective="clip")
+
+
+def es_config(env: str, total_steps: int, quick: bool, population: int | None, num_evals: int,
+              devices: int | None):
+    """ESConfig of the ES side: OpenAI-ES with the env family's preset (+ quick sizes)."""
+    from rlx.envs import BRAX_ENVS
+    from rlx.es import ESConfig
+
+    brax = env in BRAX_ENVS
+    kw = dict(ES["brax" if brax else "classic"])
+    if quick:
+        kw.update(ES_QUICK, **({"episode_length": ES_QUICK_BRAX_EPISODE} if brax else {}))
+    if population is not None:
+        kw["population_size"] = population
+    kw.update(num_evals=num_evals, env=env, strategy="openai_es", total_steps=total_steps,
+              devices=devices)
+    return ESConfig(**kw)
 
 
 def steps_to_reach(steps: np.ndarray, returns: np.ndarray, target: float) -> float | None:
@@ -39,39 +85,15 @@ def steps_to_reach(steps: np.ndarray, returns: np.ndarray, target: float) -> flo
     return float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
 
 
-def run_ppo(a):
+def train(make_train, config, a, out: str):
+    """`config`'s trainer over --seeds seeds as one program (`rlx.runner.run`)."""
     import jax
 
-    from experiments import ppo as ppo_exp
     from rlx import runner
-    from rlx.algos import ppo
 
-    ns = argparse.Namespace(preset=None, quick=a.quick, env=a.env, total_steps=a.ppo_steps,
-                            objective="clip", backend=None, episode_length=None)
-    config, preset = ppo_exp.build_config(ns)
-    trainer = ppo.make_train(config, on_update=runner.on_update)
-    keys = jax.random.split(jax.random.PRNGKey(a.seed), a.seeds)
-    result = runner.run(trainer, keys, f"{a.out}/ppo", progress=not a.no_progress)
-    return config, trainer, result
-
-
-def run_es(a):
-    import jax
-
-    from experiments import es as es_exp
-    from rlx import runner
-    from rlx.es import make_train
-
-    ns = argparse.Namespace(**{**vars(a), "population": a.population, "sigma": None, "lr": None,
-                               "weight_decay": None, "episodes_per_member": None,
-                               "episode_length": None, "backend": None, "hidden": None,
-                               "members_per_chunk": None, "num_evals": a.es_evals,
-                               "strategy": "openai_es", "devices": None})
-    config = es_exp.build_config(ns)
     trainer = make_train(config, on_update=runner.on_update)
     keys = jax.random.split(jax.random.PRNGKey(a.seed), a.seeds)
-    result = runner.run(trainer, keys, f"{a.out}/es", progress=not a.no_progress)
-    return config, trainer, result, es_exp.cumulative_steps(result)
+    return trainer, runner.run(trainer, keys, out, devices=a.devices, progress=not a.no_progress)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,11 +110,20 @@ def main(argv: list[str] | None = None) -> dict:
             a.total_steps, 4 * 16 * 500), 3
 
     from rlx import logging, runner
+    from rlx.algos import ppo
+    from rlx.es import make_train as es_make_train
     from rlx.es import mean_vector
 
+    ppo_cfg = common.exit_on_value_error(lambda: ppo_config(a.env, a.ppo_steps, a.quick))
+    es_cfg = common.exit_on_value_error(lambda: es_config(a.env, a.total_steps, a.quick,
+                                                          a.population, a.es_evals, a.devices))
+    for cfg in (ppo_cfg, es_cfg):  # both before compiling either
+        common.exit_on_value_error(cfg.validate)
     t0 = time.time()
-    ppo_config, ppo_trainer, ppo_res = common.exit_on_value_error(lambda: run_ppo(a))
-    es_config, es_trainer, es_res, es_steps = common.exit_on_value_error(lambda: run_es(a))
+    _, ppo_res = common.exit_on_value_error(lambda: train(ppo.make_train, ppo_cfg, a, f"{a.out}/ppo"))
+    es_trainer, es_res = common.exit_on_value_error(
+        lambda: train(es_make_train, es_cfg, a, f"{a.out}/es"))
+    es_steps = logging.cumulative_env_steps(es_res)
     wall = time.time() - t0
 
     ppo_steps = np.asarray(ppo_res.eval_steps, float)
@@ -116,39 +147,25 @@ def main(argv: list[str] | None = None) -> dict:
         "ppo_params_digest": runner.params_digest(ppo_res.state.params),
         "es_steps_to_ppo_return": table[-1]["es_steps"],
         "es_over_ppo_steps_to_ppo_return": table[-1]["es_over_ppo"],
-        "progress_table": table, "es_population": es_config.population_size,
+        "progress_table": table, "es_population": es_cfg.population_size,
         "ppo_wall_s": ppo_res.wall_s, "es_wall_s": es_res.wall_s,
     }
     rows = [{"method": "ppo", "env_steps": s, "eval_return": r} for s, r in zip(ppo_steps, ppo_ret)]
     rows += [{"method": "es", "env_steps": s, "eval_return": r} for s, r in zip(es_steps, es_ret)]
     logging.write_json(f"{a.out}/summary.json", summary)
     logging.write_csv(f"{a.out}/metrics.csv", rows)
-    plot(f"{a.out}/es_vs_ppo.png", ppo_steps, ppo_ret, es_steps, es_ret, ppo_final, a.env)
+    title = f"{a.env}: data efficiency"
+    logging.plot_panels(f"{a.out}/es_vs_ppo.png",
+                        {title: {"rlx PPO": (ppo_steps, ppo_res.eval["eval_return"]),
+                                 "rlx OpenAI-ES": (es_steps, es_res.eval["eval_return"])}},
+                        "env steps per seed", "eval return (deterministic policy)",
+                        hlines={title: {"PPO final return": ppo_final}}, markers=True,
+                        xscale="symlog", linthresh=max(float(ppo_steps[1]) if len(ppo_steps) > 1
+                                                       else 1.0, 1.0))
     for row in table:
         print(f"{row['fraction']:.0%} of PPO's progress (return {row['target_return']:.1f}): "
               f"PPO {row['ppo_steps']} steps, ES {row['es_steps']} steps, ratio {row['es_over_ppo']}")
     return summary
-
-
-def plot(path, ppo_steps, ppo_ret, es_steps, es_ret, ppo_final, env) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ppo_steps, ppo_ret, "o-", label="rlx PPO")
-    ax.plot(es_steps, es_ret, "s-", label="rlx OpenAI-ES")
-    ax.axhline(ppo_final, color="k", ls=":", label="PPO final return")
-    ax.set_xscale("symlog", linthresh=max(float(ppo_steps[1]) if len(ppo_steps) > 1 else 1.0, 1.0))
-    ax.set_xlabel("env steps per seed")
-    ax.set_ylabel("eval return (deterministic policy)")
-    ax.set_title(f"{env}: data efficiency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -150,26 +150,10 @@ def _markdown_table(table: dict) -> str:
 
 
 def _plots(out, settings, table, curves, seeds):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from rlx import logging
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    labels = list(table)
-    y = np.arange(len(labels))
-    ax.barh(y - 0.2, [table[k] for k in labels], 0.4, label="rlx (this run)")
-    ax.barh(y + 0.2, [PAPER_SCORES[k] for k in labels], 0.4, label="paper Table 1")
-    ax.set_yticks(y, labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.axvline(0, color="k", lw=0.5)
-    ax.set_xlabel("normalised score (random = 0, best setting = 1)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(f"{out}/scores.png", dpi=120)
-    plt.close(fig)
+    logging.plot_bars(f"{out}/scores.png", {"rlx (this run)": table, "paper Table 1": PAPER_SCORES},
+                      "normalised score (random = 0, best setting = 1)")
     for env_name, res in curves.items():
         ret = res.eval["eval_return"].reshape(len(res.eval_steps), len(settings), seeds)
         logging.plot_curves(f"{out}/curves_{env_name}.png", np.asarray(res.eval_steps),

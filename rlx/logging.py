@@ -1,4 +1,5 @@
-"""Host-side outputs of an experiment: summary.json, metrics.csv and PNG plots."""
+"""Host-side outputs of an experiment: summary.json, metrics.csv and PNG plots
+(learning curves with their spread over seeds, score bars; matplotlib's Agg backend)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -66,31 +67,115 @@ def curve_rows(result: Any, labels: Sequence[str] | None = None,
     return rows
 
 
-def plot_curves(path: str | os.PathLike, x: np.ndarray, curves: dict[str, np.ndarray],
-                xlabel: str, ylabel: str, title: str = "") -> None:
-    """Mean line and min-max band per label; `curves[label]` is `[len(x), members]`."""
+Series = tuple[np.ndarray, np.ndarray]  # (x `[P]`, y `[P]` or `[P, members]`): a curve and its spread
+
+
+def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (PNG files only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, y in curves.items():
-        y = np.asarray(y, np.float64).reshape(len(x), -1)
-        ax.plot(x, y.mean(1), label=label)
-        if y.shape[1] > 1:
-            ax.fill_between(x, y.min(1), y.max(1), alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    if len(curves) > 1 or len(curves) and list(curves)[0]:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def plot_panels(path: str | os.PathLike, panels: Mapping[str, Mapping[str, Series]],
+                xlabel: str, ylabel: str, *, band: str | None = "minmax",
+                hlines: Mapping[str, Mapping[str, float]] | None = None, cols: int = 3,
+                markers: bool = False, xscale: str = "linear", linthresh: float | None = None,
+                panel_size: tuple[float, float] | None = None) -> None:
+    """Learning curves, one panel per key of `panels` (its title), saved as a PNG.
+
+    `panels[title][label] = (x, y)`: the mean over members of y `[len(x), members]` (or
+    `[len(x)]`) as a line, and its spread as a band where there are several members:
+    band "minmax" (min to max), "std" (mean +- std) or None. `hlines[title][label]`:
+    dashed horizontal reference lines (e.g. a random policy's return). Panels fill a
+    grid `cols` wide; the first panel holds the legend. `markers` marks each point (sparse
+    curves); `xscale` "symlog" uses `linthresh`.
+    """
+    if band not in ("minmax", "std", None):
+        raise ValueError(f"unknown band {band!r}; valid: minmax, std, None")
+    if not panels:
+        raise ValueError("plot_panels needs at least one panel")
+    plt = _pyplot()
+    n = len(panels)
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    w, h = panel_size or ((6.0, 4.0) if n == 1 else (4.5, 3.4))
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    for ax, (title, curves) in zip(axes.flat, panels.items()):
+        for i, (label, (x, y)) in enumerate(curves.items()):
+            x = np.asarray(x, np.float64)
+            y = np.asarray(y, np.float64).reshape(len(x), -1)
+            mean = y.mean(1)
+            (line,) = ax.plot(x, mean, marker=_MARKERS[i % len(_MARKERS)] if markers else None,
+                              label=label or None)
+            if band is not None and y.shape[1] > 1:
+                lo, hi = ((y.min(1), y.max(1)) if band == "minmax"
+                          else (mean - y.std(1), mean + y.std(1)))
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+        for label, value in ((hlines or {}).get(title) or {}).items():
+            ax.axhline(value, color="gray", ls="--", lw=1, label=label)
+        if xscale == "symlog":
+            ax.set_xscale("symlog", linthresh=linthresh or 1.0)
+        elif xscale != "linear":
+            ax.set_xscale(xscale)
+        if title:
+            ax.set_title(title, fontsize=None if n == 1 else 10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if axes.flat[0].get_legend_handles_labels()[1]:
+        axes.flat[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_curves(path: str | os.PathLike, x: np.ndarray, curves: dict[str, np.ndarray],
+                xlabel: str, ylabel: str, title: str = "", *, band: str | None = "minmax",
+                hlines: Mapping[str, float] | None = None, markers: bool = False) -> None:
+    """One panel of `plot_panels`: mean line and spread band per label, all on the same x;
+    `curves[label]` is `[len(x), members]`."""
+    plot_panels(path, {title: {label: (x, y) for label, y in curves.items()}}, xlabel, ylabel,
+                band=band, hlines={title: hlines} if hlines else None, markers=markers)
+
+
+def plot_bars(path: str | os.PathLike, values: Mapping[str, Mapping[str, float]],
+              xlabel: str, title: str = "") -> None:
+    """Grouped horizontal bars: `values[series][category]`, categories top to bottom in the
+    first series' order, one bar per series in each group (e.g. this run vs a paper's table)."""
+    if not values:
+        raise ValueError("plot_bars needs at least one series")
+    plt = _pyplot()
+    categories = list(next(iter(values.values())))
+    k = len(values)
+    width = 0.8 / k
+    y = np.arange(len(categories))
+    fig, ax = plt.subplots(figsize=(7, max(4.0, 0.35 * len(categories))))
+    for i, (series, v) in enumerate(values.items()):
+        ax.barh(y + (i - (k - 1) / 2) * width, [v[c] for c in categories], width, label=series)
+    ax.set_yticks(y, categories, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def last_episodes_mean(returns_sum: np.ndarray, counts: np.ndarray, n: int = 100) -> np.ndarray:
@@ -112,4 +197,30 @@ def last_episodes_mean(returns_sum: np.ndarray, counts: np.ndarray, n: int = 100
     return np.asarray(out)
 
 
-__all__ = ["write_json", "write_csv", "curve_rows", "plot_curves", "last_episodes_mean"]
+def cumulative_env_steps(result: Any) -> np.ndarray:
+    """Env steps actually taken (mean over members) at each evaluation of a
+    `rlx.runner.RunResult` whose train metrics hold per-update `env_steps` (e.g. ES, where
+    episodes end early): 0, then the running total after each evaluation chunk."""
+    per_gen = np.asarray(result.train["env_steps"]).mean(1)  # [updates]
+    upe = len(per_gen) // max(len(result.eval_steps) - 1, 1)
+    cum = np.concatenate([[0.0], np.cumsum(per_gen)])
+    return cum[:: upe] if upe else cum[:1]
+
+
+def chunk_episode_means(returns_sum: np.ndarray, counts: np.ndarray, chunks: int) -> np.ndarray:
+    """Mean return of the training episodes that finished in each of `chunks` equal runs of
+    updates, `[chunks, members]` (0 where none finished); trailing updates that do not fill
+    a chunk are dropped.
+
+    `returns_sum`, `counts`: `[updates, members]` sums and counts per update, as for
+    `last_episodes_mean`: chunk c covers updates [c k, (c + 1) k), k = updates // chunks.
+    """
+    s, c = np.asarray(returns_sum), np.asarray(counts)
+    k = s.shape[0] // chunks
+    s, c = s[: k * chunks].reshape(chunks, k, -1).sum(1), c[: k * chunks].reshape(chunks, k, -1).sum(1)
+    return s / np.maximum(c, 1.0)
+
+
+__all__ = ["write_json", "write_csv", "curve_rows", "plot_panels", "plot_curves", "plot_bars",
+           "last_episodes_mean", "chunk_episode_means",
+           "cumulative_env_steps"]

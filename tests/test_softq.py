@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import softq_equivalence as exp
 from rlx import losses
+from rlx import softq_identity as sqi
 from rlx.algos import a2c, softq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,37 +170,67 @@ def test_exact_estimator_gradient_is_score_term_plus_kl_gradient():
     np.testing.assert_allclose(g_exact, score + kl_grad, rtol=1e-5, atol=1e-6)
 
 
+# ---- the random MDP the check samples ----------------------------------------------------------
+
+def test_random_mdp_rollouts_hold_terminations_and_truncations():
+    from rlx.envs import RandomMDP, random_mdp_arrays
+    from rlx.rollout import random_policy, reset, rollout
+
+    mdp = random_mdp_arrays(jax.random.PRNGKey(0), num_states=5, num_actions=3, obs_dim=4)
+    env = RandomMDP(mdp, term_prob=0.15, max_episode_steps=4)
+    assert env.obs_shape == (4,) and env.action_spec.size == 3
+    _, tr = rollout(env, random_policy(env), reset(env, jax.random.PRNGKey(1), 8),
+                    jax.random.PRNGKey(2), 20)
+    assert tr.obs.shape == (20, 8, 4)
+    assert bool(tr.terminated.any()) and bool((tr.done & ~tr.terminated).any())
+    # every observation is one of the states' features
+    dist = jnp.abs(tr.obs[..., None, :] - mdp.features).sum(-1).min(-1)
+    assert float(dist.max()) == 0.0
+    assert env.reference_log_probs(tr.obs).shape == (20, 8, 3)
+    with pytest.raises(ValueError, match="num_states"):
+        random_mdp_arrays(jax.random.PRNGKey(0), num_states=0)
+    with pytest.raises(ValueError, match="term_prob"):
+        RandomMDP(mdp, term_prob=1.5)
+
+
+def test_identity_check_rejects_bad_input():
+    with pytest.raises(ValueError, match="bogus"):
+        sqi.Case("x", 1, "bogus")
+    with pytest.raises(ValueError, match="batches"):
+        sqi.check_case(sqi.CASES[0], batches=1)
+
+
 # ---- the equivalence: per batch (exact) and in expectation -------------------------------------
 
 @pytest.fixture(scope="module")
 def identity_results():
     """Both checks for every case, once (one compile per form); 4,000 batches each."""
-    return {c.name: exp.check_case(c, batches=4_000) for c in exp.CASES + exp.BROKEN}
+    return {c.name: sqi.check_case(c, batches=4_000) for c in sqi.CASES + sqi.BROKEN}
 
 
-@pytest.mark.parametrize("case", exp.CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", sqi.CASES, ids=lambda c: c.name)
 def test_identity_per_batch_float64(identity_results, case):
     r = identity_results[case.name]
-    assert r["per_batch_rel"] <= exp.PER_BATCH_REL_TOL, r
+    assert r["per_batch_rel"] <= sqi.PER_BATCH_REL_TOL, r
     assert r["per_batch_rel"] < 1e-12, r  # float64 round-off, in fact
 
 
-@pytest.mark.parametrize("case", exp.CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", sqi.CASES, ids=lambda c: c.name)
 def test_identity_in_expectation(identity_results, case):
     r = identity_results[case.name]
-    assert r["expect_max_z"] <= exp.MAX_Z, r
-    assert exp.holds(r)
+    assert r["expect_max_z"] <= sqi.MAX_Z, r
+    assert sqi.holds(r)
 
 
-@pytest.mark.parametrize("case", exp.BROKEN, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", sqi.BROKEN, ids=lambda c: c.name)
 def test_broken_parametrisation_fails_both_checks(identity_results, case):
     r = identity_results[case.name]
     assert r["per_batch_rel"] > 1e-2, r
-    assert r["expect_max_z"] > 4 * exp.MAX_Z, r
-    assert not exp.holds(r)
+    assert r["expect_max_z"] > 4 * sqi.MAX_Z, r
+    assert not sqi.holds(r)
 
 
-@pytest.mark.parametrize("case", exp.CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", sqi.CASES, ids=lambda c: c.name)
 def test_standard_estimator_differs_per_sample(identity_results, case):
     """Per sample the standard estimator is not the soft-Q gradient (else (b) would be vacuous)."""
     assert identity_results[case.name]["sample_rel"] > 1e-2
@@ -259,8 +289,10 @@ def test_softq_policy_is_the_actor_critic_softmax():
 def test_experiment_quick(tmp_path):
     import json
 
-    summary = exp.main(["--out", str(tmp_path), "--quick", "--no-progress"])
-    assert summary["max_rel_grad_error"] <= exp.PER_BATCH_REL_TOL
+    from experiments import softq_equivalence
+
+    summary = softq_equivalence.main(["--out", str(tmp_path), "--quick", "--no-progress"])
+    assert summary["max_rel_grad_error"] <= sqi.PER_BATCH_REL_TOL
     assert summary["identity_holds_all"]
     saved = json.loads((tmp_path / "summary.json").read_text())
     for key in ("env", "env_steps", "wall_s", "final_return", "params_digest", "max_rel_grad_error"):
