@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
                    help="env steps per agent (default: the loss's inner lifetime)")
     add_flags(p)
     args = p.parse_args(argv)
-    common.setup()
+    common.setup(args)
 
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.epg import EPGConfig, Inner, load_loss, train_ppo, train_with_loss
 
     if args.loss:
@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
             ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
         ax.set_xlabel("env steps"), ax.set_ylabel("eval return (mean +- std over tasks x seeds)")
         ax.set_title(f"{family.name}: {name} ({region} goals)"), ax.legend(), ax.grid(alpha=0.3)
-        fig.tight_layout(), fig.savefig(f"{args.out}/{name}.png", dpi=120), plt.close(fig)
+        if distributed.is_primary():
+            fig.tight_layout(), fig.savefig(f"{args.out}/{name}.png", dpi=120)
+        plt.close(fig)
 
     summary = {
         "experiment": "epg_generalization", "env": family.name, "loss": source,
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
         "regions": summary_regions, "params_digest": runner.params_digest(phi),
         "config": dataclasses.asdict(config),
     }
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{args.out}/summary.json", summary)
     logging.write_csv(f"{args.out}/metrics.csv", rows)
     for name, r in summary_regions.items():

@@ -4,7 +4,6 @@
 - `strategies`: one interface over rlx's OpenAI-ES and every evosax algorithm.
 - `evaluate`: the sharded evaluator (returns and observation sums only).
 - `trainer`: `ESConfig` + `make_train(config) -> rlx.training.Trainer`.
-- `distributed`: multi-process (multi-host) start-up.
 """
 
 from rlx.es.evaluate import EvalOut, Evaluator

@@ -8,7 +8,7 @@ One update is one generation:
     obs_stats  = merge(obs_stats, stats of this generation's observations)
 
 all in one compiled program whose population is sharded over every device of
-`trainer.mesh` (multi-host: the same code after `rlx.es.distributed.initialize`).
+`trainer.mesh` (multi-host: the same code after `rlx.distributed.initialize`).
 At the `rlx.runner` level an ES run is one member (a seed); several seeds are
 replicated on the mesh and each seed's population is sharded.
 """
