@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(module: str, args: list[str], num_processes: int = 2, timeout: float = 240) -> list[str]:
+def launch(module: str, args: list[str], num_processes: int = 2, timeout: float = 480) -> list[str]:
     """Run `python -m module *args` as `num_processes` processes of one run; wait for all.
 
     Returns each process's output; fails (with the output's tail) if any exits non-zero.
