@@ -252,6 +252,10 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
 
     Three programs are compiled ahead of time (`compile_programs`): init, evaluate and
     `updates_per_eval` updates; a chunk is one call of the last two.
+
+    Multi-process (after `rlx.distributed.initialize`; every process calls `run` alike):
+    the members are sharded over every process's devices, the metrics are gathered on
+    every process and the returned state is replicated on the mesh.
     """
     keys = jnp.asarray(keys)
     members = keys.shape[0]
