@@ -84,14 +84,14 @@ def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.split("\n")[0], env="point_goal", total_steps=6_000_000, seeds=1)
     add_flags(p)
     args = p.parse_args(argv)
-    common.setup()
+    common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps, 2 * 4 * 2 * 2 * (32 + 8 * 8))
 
     import jax
     import numpy as np
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.epg import loss_params, make_train, save_loss
 
     config = common.exit_on_value_error(lambda: build_config(args))
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
         "params_digest": runner.params_digest(phi), "loss_dir": f"{args.out}/loss",
         "resumed_from_chunk": result.resumed_from, "config": dataclasses.asdict(config),
     }
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{args.out}/summary.json", summary)
     logging.write_csv(f"{args.out}/metrics.csv", logging.curve_rows(result))
     g = np.arange(1, fit.shape[0] + 1)

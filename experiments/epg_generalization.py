@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None) -> dict:
                    help="env steps per agent (default: the loss's inner lifetime)")
     add_flags(p)
     args = p.parse_args(argv)
-    common.setup()
+    common.setup(args)
 
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.epg import EPGConfig, Inner, load_loss, train_ppo, train_with_loss
 
     if args.loss:
@@ -130,10 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
             "epg_beats_ppo_final": epg_final > ppo_final,
             "aim_met": bool(reached.size) and int(ex[reached[0]]) < int(qx[-1])}
         title = f"{family.name}: {name} ({region} goals)"
-        logging.plot_panels(f"{args.out}/{name}.png",
-                            {title: {"EPG learned loss": (ex, ey.reshape(-1, points).T),
-                                     f"PPO (lr {lrs[best]:g})": (qx, qy[:, :, best].reshape(-1, points).T)}},
-                            "env steps", "eval return (mean +- std over tasks x seeds)", band="std")
+        if distributed.is_primary():
+            logging.plot_panels(f"{args.out}/{name}.png",
+                                {title: {"EPG learned loss": (ex, ey.reshape(-1, points).T),
+                                         f"PPO (lr {lrs[best]:g})": (qx, qy[:, :, best].reshape(-1, points).T)}},
+                                "env steps", "eval return (mean +- std over tasks x seeds)", band="std")
 
     summary = {
         "experiment": "epg_generalization", "env": family.name, "loss": source,
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
         "regions": summary_regions, "params_digest": runner.params_digest(phi),
         "config": dataclasses.asdict(config),
     }
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{args.out}/summary.json", summary)
     logging.write_csv(f"{args.out}/metrics.csv", rows)
     for name, r in summary_regions.items():

@@ -51,9 +51,6 @@ def add_flags(p) -> None:
     p.add_argument("--shared-starts", action="store_true",
                    help="every member meets the same episode starts (default: one set per pair)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
-    p.add_argument("--num-processes", type=int, default=None)
-    p.add_argument("--process-id", type=int, default=None)
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -90,18 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=50_000_000, seeds=1)
     add_flags(p)
     args = p.parse_args(argv)
-    common.setup()
-    from rlx.es import distributed
-
-    multi = common.exit_on_value_error(lambda: distributed.initialize(
-        args.coordinator, args.num_processes, args.process_id))
+    multi = common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps, 4 * 16 * 500)
 
     import jax
     import numpy as np
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.es import make_train, mean_vector
 
     config = common.exit_on_value_error(lambda: build_config(args))

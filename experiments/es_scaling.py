@@ -180,6 +180,7 @@ def plot(path, results) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
+    common.setup(a, multi_process=False)  # one host: it times its own worker processes
     if a.quick:
         a.env = "CartPole-v1" if a.env == "reacher" else a.env
         for k, v in QUICK.items():

@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--es-evals", type=int, default=21, help="ES evaluations (curve resolution)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    common.setup()
+    common.setup(a)
     if a.quick:
         a.env = "CartPole-v1" if a.env == "reacher" else a.env
         a.ppo_steps, a.total_steps, a.es_evals = min(a.ppo_steps, 2 * 8 * 32), min(
             a.total_steps, 4 * 16 * 500), 3
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.algos import ppo
     from rlx.es import make_train as es_make_train
     from rlx.es import mean_vector
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     rows = [{"method": "ppo", "env_steps": s, "eval_return": r} for s, r in zip(ppo_steps, ppo_ret)]
     rows += [{"method": "es", "env_steps": s, "eval_return": r} for s, r in zip(es_steps, es_ret)]
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{a.out}/summary.json", summary)
     logging.write_csv(f"{a.out}/metrics.csv", rows)
     title = f"{a.env}: data efficiency"

@@ -51,7 +51,6 @@ def build_config(args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    common.setup()
     p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=1_000_000, seeds=2)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="hyper-parameter preset (default: 'default' for Brax, 'classic' for gymnax)")
@@ -60,13 +59,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--episode-length", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="first seed")
     args = p.parse_args(argv)
+    common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps, 2 * 8 * 32)
 
     import jax
     import numpy as np
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.algos import ppo
 
     config, preset = common.exit_on_value_error(lambda: build_config(args))
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
         "resumed_from_chunk": result.resumed_from,
         "config": dataclasses.asdict(config),
     }
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{args.out}/summary.json", summary)
     logging.write_csv(f"{args.out}/metrics.csv", logging.curve_rows(result))
     logging.plot_curves(f"{args.out}/learning_curve.png", np.asarray(result.eval_steps),

@@ -77,12 +77,12 @@ def random_policy_return(env_name: str, episode_length: int | None, key) -> floa
 
 
 def main(argv: list[str] | None = None) -> dict:
-    common.setup()
     p = common.parser(__doc__.split("\n")[0], env=None, total_steps=300_000, seeds=2)
     p.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(CPU_ENVS)}")
     p.add_argument("--full", action="store_true",
                    help="the paper's size: 7 envs, 1M steps, 3 seeds (a GPU job)")
     args = p.parse_args(argv)
+    common.setup(args)
     env_names = args.envs or (PAPER_ENVS if args.full else CPU_ENVS)
     if args.full:
         args.total_steps, args.seeds = 1_000_000, max(args.seeds, 3)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import jax
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.algos import ppo
 
     settings = SETTINGS
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
                "final_return": final, "params_digest": ",".join(digests.values()),
                "normalised_score": table, "paper_normalised_score": PAPER_SCORES,
                "per_env": per_env, "config": dataclasses.asdict(next(iter(configs.values())))}
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{args.out}/summary.json", summary)
     logging.write_csv(f"{args.out}/metrics.csv", rows)
     _plots(args.out, settings, table, curves, args.seeds)

@@ -95,7 +95,6 @@ def make_trainer(algo: str, game: str, total_steps: int, trainer_kw: dict, on_up
 
 
 def main(argv: list[str] | None = None) -> dict:
-    common.setup()
     p = common.parser(__doc__.split("\n")[0], env=None, total_steps=None, seeds=None)
     p.add_argument("--full", action="store_true",
                    help="GPU config: 5 games, 10M steps, 8 seeds, 256-wide networks")
@@ -107,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-training", action="store_true", help="only the gradient check")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     args = p.parse_args(argv)
+    common.setup(args)
     preset = "quick" if args.quick else "full" if args.full else "default"
     cfg = PRESETS[preset]
     games = tuple(args.env or cfg["games"])
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import jax
 
-    from rlx import logging, runner
+    from rlx import distributed, logging, runner
     from rlx.envs import make as make_env
     from rlx.rollout import random_return
 
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     cases = tuple(c for c in CASES + BROKEN if only is None or (c.n, c.form) == only)
     rows = common.exit_on_value_error(lambda: gradient_table(check_batches, cases))
     print_table(rows)
-    logging.write_csv(f"{args.out}/grad_check.csv", rows)
+    if distributed.is_primary():
+        logging.write_csv(f"{args.out}/grad_check.csv", rows)
     max_rel = max(r["per_batch_rel"] for r in rows if r["expected"] == "holds")
     check_s = time.time() - t0
 
@@ -170,10 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{results[game][algo]['initial_return']:.2f} -> "
                   f"{results[game][algo]['final_return']:.2f} (per seed {np.round(ret[-1], 2).tolist()}), "
                   f"{res.wall_s:.0f}s")
-        logging.plot_curves(f"{args.out}/{game}.png", eval_curves[game]["softq"][0],
-                            {LABELS[a]: eval_curves[game][a][1] for a in ALGOS}, "env steps per seed",
-                            "eval return (greedy)", f"{game}: {seeds} seeds")
-    if results:
+        if distributed.is_primary():
+            logging.plot_curves(f"{args.out}/{game}.png", eval_curves[game]["softq"][0],
+                                {LABELS[a]: eval_curves[game][a][1] for a in ALGOS},
+                                "env steps per seed", "eval return (greedy)", f"{game}: {seeds} seeds")
+    if results and distributed.is_primary():
         randoms = {g: r["softq"]["random_return"] for g, r in results.items()
                    if r["softq"]["random_return"] is not None}
         baselines = {g: {"random policy": v} for g, v in randoms.items()}
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results, "grad_check": rows, "trainer": cfg["trainer"],
         "devices": len(jax.devices()),
     }
+    if not distributed.is_primary():  # multi-process: process 0 writes the files
+        return summary
     logging.write_json(f"{args.out}/summary.json", summary)
     logging.write_csv(f"{args.out}/metrics.csv", csv_rows)
     print(f"max relative gradient error {max_rel:.2e}; all checks as expected: "

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from rlx import memory, population
 from rlx.checkpoint import RunCheckpoints, fingerprint
@@ -96,9 +97,43 @@ def params_digest(tree: Any) -> str:
 
 
 def _no_nan(tree: Any) -> bool:
-    """No NaN in any float leaf (inf is allowed: e.g. `clip_eps = inf` means "no clipping")."""
-    return not any(bool(np.isnan(np.asarray(x)).any()) for x in jax.tree.leaves(tree)
-                   if np.issubdtype(np.asarray(x).dtype, np.floating))
+    """No NaN in any float leaf (inf is allowed: e.g. `clip_eps = inf` means "no clipping").
+
+    Multi-process: each process checks the shards it holds and the processes agree."""
+    if jax.process_count() == 1:
+        return not any(bool(np.isnan(np.asarray(x)).any()) for x in jax.tree.leaves(tree)
+                       if np.issubdtype(np.asarray(x).dtype, np.floating))
+    local = not any(bool(np.isnan(np.asarray(part)).any()) for x in jax.tree.leaves(tree)
+                    for part in _local_parts(x) if np.issubdtype(part.dtype, np.floating))
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(local))))
+
+
+def _local_parts(x: Any) -> list:
+    """The data of `x` this process holds: its shards of a jax.Array, else `x` itself."""
+    if isinstance(x, jax.Array):
+        return [np.asarray(shard.data) for shard in x.addressable_shards]
+    return [np.asarray(x)]
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """A (possibly multi-process) array's global value on this host."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def _gather_state(state: Any, mesh: Any) -> Any:
+    """Multi-process: `state` replicated on every device of `mesh` (every process can then
+    read any member); single-process: `state` unchanged."""
+    if jax.process_count() == 1:
+        return state
+
+    def replicate(x):
+        if not isinstance(x, jax.Array) or x.is_fully_replicated:
+            return x
+        return population.shard(_to_host(x), mesh, None)
+
+    return jax.tree.map(replicate, state)
 
 
 def choose_mesh(members: int, devices: int | None = None) -> Any:
@@ -107,9 +142,14 @@ def choose_mesh(members: int, devices: int | None = None) -> Any:
     if devices is not None:
         mesh = population.make_mesh(devices)
         population.check_divisible(members, mesh)
-        return mesh
-    n = max(d for d in range(1, avail + 1) if members % d == 0)
-    return population.make_mesh(n)
+    else:
+        mesh = population.make_mesh(max(d for d in range(1, avail + 1) if members % d == 0))
+    idle = sorted(set(range(jax.process_count())) - {d.process_index for d in mesh.devices.flat})
+    if idle:
+        raise ValueError(f"{members} members on {mesh.devices.size} of the {avail} devices leave "
+                         f"process(es) {idle} without a device; in a multi-process run use a "
+                         f"member count (and --devices) that spans every process")
+    return mesh
 
 
 def broadcast_hparams(hparams: Any, members: int) -> Any:
@@ -128,7 +168,7 @@ def _to_lists(metrics: dict) -> dict:
     """Member-major device arrays `[members, ...]` -> time-major lists `[time, members]`."""
     out = {}
     for k, v in metrics.items():
-        a = np.asarray(jax.device_get(v), np.float64)
+        a = np.asarray(_to_host(v), np.float64)
         out[k] = (a.T if a.ndim == 2 else a[None]).tolist()
     return out
 
@@ -186,6 +226,10 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
 
     Three programs are compiled ahead of time (`compile_programs`): init, evaluate and
     `updates_per_eval` updates; a chunk is one call of the last two.
+
+    Multi-process (after `rlx.distributed.initialize`; every process calls `run` alike):
+    the members are sharded over every process's devices, the metrics are gathered on
+    every process and the returned state is replicated on the mesh.
     """
     keys = jnp.asarray(keys)
     if trainer.shards > 1:  # data parallel: the shards of one agent share its key
@@ -263,7 +307,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     compile_s = (PROGRESS.first_update_time - t_start) if PROGRESS.first_update_time else None
     evals = _stack(eval_chunks)
     n_evals = len(eval_chunks)
-    return RunResult(state=state, train=_stack(train_chunks), eval=evals,
+    return RunResult(state=_gather_state(state, mesh), train=_stack(train_chunks), eval=evals,
                      eval_steps=[i * trainer.updates_per_eval * trainer.steps_per_update
                                  for i in range(n_evals)],
                      eval_times=eval_times, wall_s=wall, compile_s=compile_s, started_at=t_start,

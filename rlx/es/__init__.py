@@ -5,7 +5,6 @@
 - `evaluate`: the sharded evaluator (returns and observation sums only).
 - `loop`: the one generation loop (any strategy, any fitness) behind ES and EPG.
 - `trainer`: `ESConfig` + `make_train(config) -> rlx.training.Trainer`.
-- `distributed`: multi-process (multi-host) start-up.
 """
 
 from rlx.es.evaluate import EvalOut, Evaluator

@@ -8,7 +8,7 @@ One update is one generation:
     obs_stats  = merge(obs_stats, stats of this generation's observations)
 
 all in one compiled program whose population is sharded over every device of
-`trainer.mesh` (multi-host: the same code after `rlx.es.distributed.initialize`).
+`trainer.mesh` (multi-host: the same code after `rlx.distributed.initialize`).
 The loop itself is `rlx.es.loop.make_trainer` (shared with EPG); this module
 configures it with the sharded evaluator as fitness and the observation
 statistics as extra state.

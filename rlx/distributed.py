@@ -1,9 +1,11 @@
-"""Multi-process (multi-host) start-up: one ES population over every process's devices.
+"""Multi-process (multi-host) start-up: one population over every process's devices.
 
 Every process runs the same program; after `initialize`, `jax.devices()` lists
-all processes' devices, `rlx.population.make_mesh()` spans them, and the ES
-trainer's `shard_map` places each process's members on its own devices. Only
-fitness scalars, observation sums and the D-vector gradient cross processes.
+all processes' devices and `rlx.population.make_mesh()` spans them. A seed
+population (`rlx.runner.run`) then shards its members over every process, and
+the ES/EPG trainers' `shard_map` places each process's members on its own
+devices (only fitness scalars and the gradient cross processes). Process 0
+(`is_primary`) writes the files.
 """
 
 from __future__ import annotations
