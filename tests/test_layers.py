@@ -6,7 +6,7 @@ Layers, bottom to top; a module may import only from its own layer or below:
     1  rlx.envs rlx.distributions rlx.networks rlx.losses
     2  rlx.rollout
     3  rlx.algos rlx.es
-    4  rlx.epg
+    4  rlx.epg rlx.softq_identity
     5  rlx.runner
     experiments/  (rlx + experiments.common; never each other)
     tests/        (rlx; an experiment only through its `main`)
@@ -26,7 +26,7 @@ LAYERS = {
     "rlx.envs": 1, "rlx.distributions": 1, "rlx.networks": 1, "rlx.losses": 1,
     "rlx.rollout": 2,
     "rlx.algos": 3, "rlx.es": 3,
-    "rlx.epg": 4,
+    "rlx.epg": 4, "rlx.softq_identity": 4,
     "rlx.runner": 5,
 }
 
