@@ -43,6 +43,15 @@ def test_objective_variants_are_values():
     assert hp == dict(clip_eps=float("inf"), kl_beta=1.0, kl_target=0.003)
 
 
+def test_presets_valid_and_chosen_by_env():
+    assert ppo.preset_for("CartPole-v1") == "purejaxrl" and ppo.preset_for("Acrobot-v1") == "purejaxrl"
+    assert ppo.preset_for("Breakout-MinAtar") == "minatar" and ppo.preset_for("reacher") == "default"
+    assert ppo.preset_for("Catch-bsuite") == "classic"
+    for name, kw in ppo.PRESETS.items():
+        env = {"minatar": "Breakout-MinAtar", "purejaxrl": "CartPole-v1"}.get(name, "reacher")
+        ppo.PPOConfig(env=env, **kw).validate()
+
+
 def cartpole_finals(config: ppo.PPOConfig, seeds: int = 8) -> np.ndarray:
     """Final deterministic eval return of each of `seeds` agents (one program over 2 devices)."""
     trainer = ppo.make_train(config)
