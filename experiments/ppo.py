@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=None, seeds=2)
     p.add_argument("--total-steps", type=int, default=None,
-                   help="env steps per seed, rounded up to whole evaluation chunks (default: the "
-                        "preset's, else 1M)")
+                   help="env steps per seed, rounded up to whole evaluation chunks; "
+                        "None: the preset's (purejaxrl 500k, minatar 10M), else 1M")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="hyper-parameter preset, rlx.algos.ppo.PRESETS (default: 'default' for "
                         "Brax, 'purejaxrl' for gymnax classic control (PureJaxRL's CartPole "
