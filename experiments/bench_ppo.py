@@ -47,13 +47,12 @@ def run_rlx(args) -> dict:
 
     import jax
 
-    from experiments.ppo import PRESETS
     from rlx import envs, runner
     from rlx.algos import ppo
     from rlx.rollout import random_policy, reset, rollout
 
     ndev = args.devices or len(jax.devices())
-    kw = dict(PRESETS["brax"], env=args.env, backend=args.backend, total_steps=args.total_steps)
+    kw = dict(ppo.PRESETS["brax"], env=args.env, backend=args.backend, total_steps=args.total_steps)
     base = ppo.PPOConfig(**kw)
     # one agent, data parallel: each device runs 1/ndev of its envs (and of the steps)
     trainer = ppo.make_train(dataclasses.replace(base, data_parallel=ndev),

@@ -16,33 +16,20 @@ import time
 
 from experiments import common
 
-# Presets: a small config that learns quickly on CPU, and Brax's PPO defaults
-# (bench_ppo.py and ../shared/anchors/brax_ppo.py use the latter).
-PRESETS = {
-    "default": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=3e-4,
-                    gamma=0.95, reward_scaling=5.0, ent_coef=0.0, num_evals=11, eval_envs=32),
-    "brax": dict(num_envs=256, unroll_length=1600, num_minibatches=32, update_epochs=8, lr=3e-4,
-                 gamma=0.95, gae_lambda=0.95, clip_eps=0.3, ent_coef=1e-3, reward_scaling=5.0,
-                 max_grad_norm=float("inf"), head="tanh_gaussian", policy_layers=(32,) * 4,
-                 value_layers=(256,) * 5, activation="swish", num_evals=5, eval_envs=128,
-                 fresh_reset=False),
-    "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
-                    anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
-                    num_evals=11, eval_envs=32),
-}
 QUICK = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
              eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
 
 
 def build_config(args):
-    from rlx.algos.ppo import PPOConfig
-    from rlx.envs import BRAX_ENVS
+    from rlx.algos.ppo import PRESETS, PPOConfig, preset_for
 
-    preset = args.preset or ("default" if args.env in BRAX_ENVS else "classic")
+    preset = args.preset or preset_for(args.env)
     kw = dict(PRESETS[preset])
     if args.quick:
         kw.update(QUICK)
-    kw.update(env=args.env, total_steps=args.total_steps, objective=args.objective)
+    kw.update(env=args.env, objective=args.objective)
+    if args.total_steps is not None:
+        kw["total_steps"] = args.total_steps
     if args.backend:
         kw["backend"] = args.backend
     if args.episode_length:
@@ -51,9 +38,17 @@ def build_config(args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=1_000_000, seeds=2)
+    from rlx.algos.ppo import PRESETS
+
+    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=None, seeds=2)
+    p.add_argument("--total-steps", type=int, default=None,
+                   help="env steps per seed, rounded up to whole evaluation chunks; "
+                        "None: the preset's (purejaxrl 500k, minatar 10M), else 1M")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="hyper-parameter preset (default: 'default' for Brax, 'classic' for gymnax)")
+                   help="hyper-parameter preset, rlx.algos.ppo.PRESETS (default: 'default' for "
+                        "Brax, 'purejaxrl' for gymnax classic control (PureJaxRL's CartPole "
+                        "config, 500k steps), 'minatar' for MinAtar (PureJaxRL's, 10M steps), "
+                        "'classic' for other gymnax envs)")
     p.add_argument("--objective", default="clip", help="clip | none | kl_fixed | kl_adaptive")
     p.add_argument("--backend", default=None, help="Brax backend (default spring)")
     p.add_argument("--episode-length", type=int, default=None)
@@ -61,13 +56,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     common.setup(args)
     if args.quick:
-        args.total_steps = min(args.total_steps, 2 * 8 * 32)
+        args.total_steps = min(args.total_steps or 2 * 8 * 32, 2 * 8 * 32)
 
     import jax
     import numpy as np
 
     from rlx import distributed, logging, runner
     from rlx.algos import ppo
+    from rlx.envs import SOLVED_RETURN
 
     config, preset = common.exit_on_value_error(lambda: build_config(args))
     trainer = common.exit_on_value_error(lambda: ppo.make_train(config, on_update=runner.on_update))
@@ -90,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
         "resumed_from_chunk": result.resumed_from,
         "config": dataclasses.asdict(config),
     }
+    if config.env in SOLVED_RETURN and config.episode_length is None:  # the standard time limit only
+        summary["solved_return"] = SOLVED_RETURN[config.env]
+        summary["solved_fraction"] = float((ret[-1] >= SOLVED_RETURN[config.env]).mean())
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
@@ -97,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.plot_curves(f"{args.out}/learning_curve.png", np.asarray(result.eval_steps),
                         {f"PPO ({config.objective})": ret}, "env steps per seed",
                         "eval return (deterministic)", f"{config.env}: {args.seeds} seeds")
-    print(f"{config.env}: return {summary['initial_return']:.1f} -> {summary['final_return']:.1f} "
+    solved = (f" ({summary['solved_fraction']:.0%} of seeds >= {summary['solved_return']:g})"
+              if "solved_fraction" in summary else "")
+    print(f"{config.env}: return {summary['initial_return']:.1f} -> {summary['final_return']:.1f}{solved} "
           f"after {trainer.total_env_steps} steps x {args.seeds} seeds in {wall:.0f}s; outputs in {args.out}")
     return summary
 

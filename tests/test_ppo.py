@@ -10,11 +10,8 @@ import pytest
 from rlx import population, runner
 from rlx.algos import ppo
 
-# PureJaxRL's CartPole config with 32 envs (4 in PureJaxRL), 8 minibatches and lr 1e-3.
-CARTPOLE = ppo.PPOConfig(env="CartPole-v1", total_steps=1_000_000, num_envs=32, unroll_length=128,
-                         num_minibatches=8, update_epochs=4, lr=1e-3, anneal_lr=True,
-                         ent_coef=0.01, gamma=0.99, normalize_observations=False, num_evals=3,
-                         eval_envs=32)
+# PureJaxRL's CartPole config (purejaxrl/ppo.py): 4 envs x 128 steps, lr 2.5e-4 annealed, 500k steps.
+CARTPOLE = ppo.PPOConfig(env="CartPole-v1", **{**ppo.PRESETS["purejaxrl"], "num_evals": 3})
 TINY = dataclasses.replace(CARTPOLE, total_steps=2048, num_envs=4, unroll_length=64,
                            num_minibatches=2, update_epochs=1, policy_layers=(8,),
                            value_layers=(8,), eval_envs=2)
@@ -46,13 +43,38 @@ def test_objective_variants_are_values():
     assert hp == dict(clip_eps=float("inf"), kl_beta=1.0, kl_target=0.003)
 
 
+def test_presets_valid_and_chosen_by_env():
+    assert ppo.preset_for("CartPole-v1") == "purejaxrl" and ppo.preset_for("Acrobot-v1") == "purejaxrl"
+    assert ppo.preset_for("Breakout-MinAtar") == "minatar" and ppo.preset_for("reacher") == "default"
+    assert ppo.preset_for("Catch-bsuite") == "classic"
+    for name, kw in ppo.PRESETS.items():
+        env = {"minatar": "Breakout-MinAtar", "purejaxrl": "CartPole-v1"}.get(name, "reacher")
+        ppo.PPOConfig(env=env, **kw).validate()
+
+
+def cartpole_finals(config: ppo.PPOConfig, seeds: int = 8) -> np.ndarray:
+    """Final deterministic eval return of each of `seeds` agents (one program over 2 devices)."""
+    trainer = ppo.make_train(config)
+    keys = jax.random.split(jax.random.PRNGKey(42), seeds)
+    hp = runner.broadcast_hparams(trainer.default_hparams, seeds)
+    _, metrics = population.pmap_population(trainer, population.make_mesh(2))(keys, hp)
+    return np.asarray(metrics["eval"]["eval_return"][:, -1])
+
+
+def solves_cartpole(final: np.ndarray) -> bool:
+    """At least 7 of 8 seeds reach CartPole's 475 and the median seed balances all 500 steps.
+
+    Statistical on purpose: the bits differ across CPUs and XLA builds, so one seed may
+    land elsewhere; a learner that only sometimes learns, or learns slowly, fails.
+    """
+    return bool((final >= 475).sum() >= 7 * len(final) // 8 and np.median(final) == 500)
+
+
 def test_cartpole_solves():
-    """Mean deterministic return over 8 seeds >= 475 on CartPole-v1 (one vmapped program)."""
-    trainer = ppo.make_train(CARTPOLE)
-    keys = jax.random.split(jax.random.PRNGKey(42), 8)
-    _, metrics = jax.jit(jax.vmap(trainer))(keys)
-    final = np.asarray(metrics["eval"]["eval_return"][:, -1])
-    assert final.mean() >= 475, final
+    """PureJaxRL's config, 500k steps, 8 seeds: every seed reaches 500 by 250k steps here
+    (`experiments.ppo --env CartPole-v1 --seeds 16`: 16 of 16), so one stray seed is margin."""
+    final = cartpole_finals(CARTPOLE)
+    assert solves_cartpole(final), final
 
 
 def test_vmap_over_seeds_and_hparams_matches_single_runs():

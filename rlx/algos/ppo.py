@@ -94,6 +94,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     reward_scaling: float = 1.0
     normalize_advantages: bool = True
+    clip_value: bool = False  # value loss clipped at clip_eps around the rollout's values (PureJaxRL)
     normalize_observations: bool = True
     head: str = "auto"  # auto: categorical (discrete) / gaussian (continuous)
     policy_layers: tuple[int, ...] = (64, 64)
@@ -181,8 +182,8 @@ def make_network(config: PPOConfig, env: Env) -> ActorCritic:
 
 
 def ppo_loss(net: ActorCritic, params: Any, mb: dict, hp: PPOHParams, beta: jax.Array,
-             key: jax.Array, normalize_advantages: bool = True, axis_name: str | None = None
-             ) -> tuple[jax.Array, dict]:
+             key: jax.Array, normalize_advantages: bool = True, axis_name: str | None = None,
+             clip_value: bool = False) -> tuple[jax.Array, dict]:
     """PPO's objective on a minibatch (to minimise), every paper variant as values:
 
         L = ppo_surrogate(clip_eps) + beta KL[pi_old, pi] + vf_coef L_V - ent_coef H[pi]
@@ -200,7 +201,10 @@ def ppo_loss(net: ActorCritic, params: Any, mb: dict, hp: PPOHParams, beta: jax.
     pg = losses.ppo_surrogate(log_prob, mb["log_prob"], adv, hp.clip_eps)
     kl = distributions.make(head, mb["dist_params"]).kl(dist)
     kl_term = losses.kl_penalty(kl, beta)
-    v_loss = losses.value_loss(value, mb["targets"])
+    if clip_value:  # mb["value"]: the rollout-time values
+        v_loss = losses.value_loss(value, mb["targets"], mb["value"], hp.clip_eps)
+    else:
+        v_loss = losses.value_loss(value, mb["targets"])
     ent = dist.entropy(key)
     total = pg + kl_term + hp.vf_coef * v_loss + hp.ent_coef * losses.entropy_loss(ent)
     aux = {"policy_loss": pg, "value_loss": v_loss, "entropy": ent.mean(), "kl": kl.mean(),
@@ -241,10 +245,13 @@ def make_engine(config: PPOConfig, env: Env) -> Engine:
         batch = {"obs": norm(traj.obs), "action": traj.action,
                  "log_prob": traj.extras["log_prob"], "dist_params": traj.extras["dist_params"],
                  "advantages": advantages, "targets": targets}
+        if config.clip_value:
+            batch["value"] = traj.extras["value"]
         return jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), batch), state.extra
 
     def loss_fn(params, mb, key, hp, beta):
-        return ppo_loss(net, params, mb, hp, beta, key, config.normalize_advantages, axis)
+        return ppo_loss(net, params, mb, hp, beta, key, config.normalize_advantages, axis,
+                        config.clip_value)
 
     def optimizer(hp: PPOHParams, update):
         lr = hp.lr * (1.0 - update / num_updates if config.anneal_lr else 1.0)
@@ -312,3 +319,53 @@ def policy_fn(config: PPOConfig, env: Env, deterministic: bool = True):
         return dist.mode() if deterministic else dist.to_env(dist.sample(key))
 
     return act
+
+
+# Named sets of PPOConfig overrides (`experiments.ppo --preset`, `experiments.bench_ppo`).
+PRESETS: dict[str, dict] = {
+    # a small config that learns quickly on CPU (Brax envs)
+    "default": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=3e-4,
+                    gamma=0.95, reward_scaling=5.0, ent_coef=0.0, num_evals=11, eval_envs=32),
+    # Brax's PPO defaults (bench_ppo.py and ../shared/anchors/brax_ppo.py)
+    "brax": dict(num_envs=256, unroll_length=1600, num_minibatches=32, update_epochs=8, lr=3e-4,
+                 gamma=0.95, gae_lambda=0.95, clip_eps=0.3, ent_coef=1e-3, reward_scaling=5.0,
+                 max_grad_norm=float("inf"), head="tanh_gaussian", policy_layers=(32,) * 4,
+                 value_layers=(256,) * 5, activation="swish", num_evals=5, eval_envs=128,
+                 fresh_reset=False),
+    # PureJaxRL's hyper-parameters without its value clipping (other gymnax envs)
+    "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
+                    anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
+                    num_evals=11, eval_envs=32),
+    # PureJaxRL's purejaxrl/ppo.py (CartPole-v1): 4 envs x 128 steps, 4 epochs of 4 minibatches,
+    # lr 2.5e-4 annealed to 0, 64-64 tanh, clipped value loss, no observation normalisation,
+    # 500k steps (gymnax classic control)
+    "purejaxrl": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
+                      anneal_lr=True, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01,
+                      vf_coef=0.5, max_grad_norm=0.5, clip_value=True, policy_layers=(64, 64),
+                      value_layers=(64, 64), activation="tanh", normalize_observations=False,
+                      total_steps=500_000, num_evals=11, eval_envs=32),
+    # PureJaxRL's examples/brax_minatar.ipynb (gymnax MinAtar): 64 envs x 128 steps, 4 epochs of
+    # 8 minibatches, lr 5e-3 annealed to 0, 64-64 relu on flattened frames, clipped value loss,
+    # 10M steps
+    "minatar": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=5e-3,
+                    anneal_lr=True, gamma=0.99, gae_lambda=0.95, clip_eps=0.2, ent_coef=0.01,
+                    vf_coef=0.5, max_grad_norm=0.5, clip_value=True, policy_layers=(64, 64),
+                    value_layers=(64, 64), activation="relu", normalize_observations=False,
+                    total_steps=10_000_000, num_evals=11, eval_envs=32),
+}
+CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1",
+                   "MountainCarContinuous-v0")
+
+
+def preset_for(env: str) -> str:
+    """The preset an env gets when none is named: Brax `default`, gymnax classic control
+    `purejaxrl`, MinAtar `minatar`, any other gymnax env `classic`."""
+    from rlx.envs import BRAX_ENVS
+
+    if env in BRAX_ENVS:
+        return "default"
+    if env in CLASSIC_CONTROL:
+        return "purejaxrl"
+    if env.endswith("-MinAtar"):
+        return "minatar"
+    return "classic"

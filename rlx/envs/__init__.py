@@ -6,7 +6,7 @@
 from rlx.envs import normalize
 from rlx.envs.base import ActionSpec, Env, EnvState, StepOut
 from rlx.envs.random_mdp import MDPArrays, RandomMDP, random_mdp_arrays
-from rlx.envs.registry import BRAX_ENVS, list_envs, make, validate_env_name
+from rlx.envs.registry import BRAX_ENVS, SOLVED_RETURN, list_envs, make, validate_env_name
 
-__all__ = ["ActionSpec", "Env", "EnvState", "StepOut", "BRAX_ENVS", "list_envs", "make",
-           "validate_env_name", "normalize", "MDPArrays", "RandomMDP", "random_mdp_arrays"]
+__all__ = ["ActionSpec", "Env", "EnvState", "StepOut", "BRAX_ENVS", "SOLVED_RETURN", "list_envs",
+           "make", "validate_env_name", "normalize", "MDPArrays", "RandomMDP", "random_mdp_arrays"]

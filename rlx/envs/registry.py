@@ -10,6 +10,10 @@ BRAX_ENVS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup",
              "inverted_pendulum", "inverted_double_pendulum", "pusher", "reacher",
              "swimmer", "walker2d")
 BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
+# Gym's `reward_threshold`: the mean episode return at which an env counts as solved
+# (only envs that have a standard one).
+SOLVED_RETURN = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0,
+                 "MountainCarContinuous-v0": 90.0}
 
 
 def gymnax_envs() -> tuple[str, ...]:
