@@ -3,10 +3,12 @@
 `rlx.envs.tasks`: task-parameterised families (goal regions) for meta-learning (EPG).
 """
 
-from rlx.envs import normalize
+from rlx.envs import lqg, normalize
 from rlx.envs.base import ActionSpec, Env, EnvState, StepOut
+from rlx.envs.lqg import LQGEnv
 from rlx.envs.random_mdp import MDPArrays, RandomMDP, random_mdp_arrays
 from rlx.envs.registry import BRAX_ENVS, SOLVED_RETURN, list_envs, make, validate_env_name
 
 __all__ = ["ActionSpec", "Env", "EnvState", "StepOut", "BRAX_ENVS", "SOLVED_RETURN", "list_envs",
-           "make", "validate_env_name", "normalize", "MDPArrays", "RandomMDP", "random_mdp_arrays"]
+           "make", "validate_env_name", "normalize", "MDPArrays", "RandomMDP", "random_mdp_arrays",
+           "lqg", "LQGEnv"]

@@ -12,3 +12,11 @@ from rlx.losses.soft_q import (boltzmann, entropy_pg_loss, kl_to_reference, q_fr
 
 __all__ += ["kl_to_reference", "boltzmann", "q_from_policy", "soft_q_loss",
             "entropy_pg_loss"]
+from rlx.losses.baselines import (factorised_advantages, factorised_surrogate,
+                                  fit_linear_baseline, linear_baseline, linear_baseline_features,
+                                  next_step_actions, others, pg_loss, state_baseline_advantages,
+                                  variance_decomposition)
+
+__all__ += ["state_baseline_advantages", "factorised_advantages", "next_step_actions", "pg_loss",
+            "factorised_surrogate", "others", "linear_baseline_features", "fit_linear_baseline",
+            "linear_baseline", "variance_decomposition"]
