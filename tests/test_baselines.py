@@ -1,6 +1,8 @@
 """Factorised baselines (Wu et al. 2018) and the variance decomposition (Tucker et al. 2018):
 hand-worked estimator values, the exact LQG pieces, unbiasedness, and the decomposition's sum."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,7 +74,8 @@ def test_others_features_and_fit_by_hand():
                                      [2, 4, 1, 0, 1, 0, .5, .25, .125, 1]], rtol=1e-6)
     assert bl.linear_baseline_features(jnp.zeros((7, 5, 3)), jnp.zeros((7, 5, 4)),
                                        jnp.zeros((7, 5), jnp.int32)).shape == (7, 5, 4, 18)
-    # one feature x = [1, 2], y = [2, 4]: w = sum xy / (sum x^2 + reg) = 10 / 5 (reg 0), 10 / 6 (reg 1)
+    # one feature x = [1, 2], y = [2, 4]: w = sum xy / (sum x^2 + reg) = 10 / 5 (reg 0),
+    # 10 / 6 (reg 1)
     x = jnp.array([[[1.0]], [[2.0]]])
     y = jnp.array([[2.0], [4.0]])
     assert float(bl.fit_linear_baseline(x, y, reg=0.0)[0, 0]) == pytest.approx(2.0, rel=1e-5)
@@ -106,37 +109,46 @@ def test_point_mass_constants():
 
 
 def test_lqg_exact_values_match_monte_carlo():
-    p = lqg.point_mass(horizon=5, noise_var=1e-2)
-    mean, std = _policy(5)
+    T = 5
+    p = lqg.point_mass(horizon=T, noise_var=1e-2)
+    mean, std = _policy(T)
     qc, vc = lqg.exact_coefs(p, mean, std)
     t, s, a = 1, jnp.array([1.0, -2.0, 0.3, 0.1]), jnp.array([0.4, -0.7])
-    keys = jax.random.split(jax.random.PRNGKey(2), 4000)
-    G = jax.vmap(lambda k: lqg.continuation_return(p, mean, std, k, t, s, a))(keys)
-    q = lqg.q_value(qc, t, s, a)
-    assert abs(float(G.mean() - q)) < 4 * float(G.std()) / np.sqrt(len(G)) + 1e-4
-    # V_t(s) = E_a Q_t(s, a) and b_i = E_{a_i} Q_t(s, a) | a_-i, by quadrature over many actions
-    acts = mean[t] + std[t] * jax.random.normal(jax.random.PRNGKey(3), (200_000, 2))
-    qs = jax.vmap(lambda x: lqg.q_value(qc, t, s, x))(acts)
-    assert float(lqg.state_value(vc, t, s)) == pytest.approx(float(qs.mean()), abs=3 * float(qs.std()) / 400)
-    a0 = acts.at[:, 1].set(a[1])  # a_-0 = a_1 held fixed, a_0 sampled
-    q0 = jax.vmap(lambda x: lqg.q_value(qc, t, s, x))(a0)
-    b = lqg.factorised_baseline(qc, t, s, a, mean[t], std[t])
-    assert float(b[0]) == pytest.approx(float(q0.mean()), abs=3 * float(q0.std()) / 400)
-    # J from the closed form = the env's mean discounted return (time-indexed policy)
-    mus, _ = lqg.state_marginals(p, mean, std)
-    np.testing.assert_allclose(mus[0], p.mu_s0)
     env = lqg.LQGEnv(p, observe_time=True)
 
-    def policy(obs, k):
-        t_ = jnp.round(obs[:, -1] * 5).astype(jnp.int32)
+    def policy(obs, k):  # the time-indexed policy through the env's t / T feature
+        t_ = jnp.round(obs[:, -1] * T).astype(jnp.int32)
         a_ = mean[t_] + std[t_] * jax.random.normal(k, (obs.shape[0], 2))
         return a_, a_, {}
 
-    _, tr = rollout(env, policy, reset(env, jax.random.PRNGKey(4), 4000), jax.random.PRNGKey(5), 5)
+    @jax.jit
+    def samples(key):
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        G = jax.vmap(lambda k: lqg.continuation_return(p, mean, std, k, t, s, a))(
+            jax.random.split(k1, 4000))
+        acts = mean[t] + std[t] * jax.random.normal(k2, (200_000, 2))
+        qs = jax.vmap(lambda x: lqg.q_value(qc, t, s, x))(acts)
+        q0 = jax.vmap(lambda x: lqg.q_value(qc, t, s, x))(acts.at[:, 1].set(a[1]))
+        _, tr = rollout(env, policy, reset(env, k3, 4000), k4, T)
+        return G, qs, q0, tr
+
+    G, qs, q0, tr = samples(jax.random.PRNGKey(2))
+
+    def close(exact, draws, k=4.0):
+        se = float(draws.std()) / np.sqrt(draws.shape[0])
+        assert abs(float(exact) - float(draws.mean())) < k * se + 1e-5, (exact, draws.mean(), se)
+
+    close(lqg.q_value(qc, t, s, a), G)                      # Q_t(s, a) = E[G_t | s, a]
+    close(lqg.state_value(vc, t, s), qs)                    # V_t(s) = E_a Q_t(s, a)
+    close(lqg.factorised_baseline(qc, t, s, a, mean[t], std[t])[0], q0)  # E_{a_0}[Q | a_1]
+    # the env: aligned episodes that terminate at T, state marginals, and J
     assert bool(tr.terminated[-1].all()) and not bool(tr.done[:-1].any())
-    ret = jnp.sum(p.gamma ** jnp.arange(5)[:, None] * tr.reward, axis=0)
-    J = lqg.expected_return(p, mean, std)
-    assert abs(float(ret.mean() - J)) < 4 * float(ret.std()) / np.sqrt(4000)
+    mus, covs = lqg.state_marginals(p, mean, std)
+    for i in range(4):
+        close(mus[3, i], tr.obs[3, :, i])
+    np.testing.assert_allclose(jnp.cov(tr.obs[3, :, :4].T), covs[3], atol=3e-3)
+    close(lqg.expected_return(p, mean, std),
+          jnp.sum(p.gamma ** jnp.arange(T)[:, None] * tr.reward, axis=0))
 
 
 # --------------------------------------------------------------------------- unbiasedness
@@ -145,9 +157,14 @@ T_U, N_U, BATCHES = 3, 32, 400
 LQG_U = dict(horizon=T_U, dt=0.5, r=1.0, noise_var=1e-2)  # coarse steps: a gradient far from 0
 
 
-def _grads_per_batch(kind: str):
-    """Per-batch gradient estimates of dJ/dmean `[BATCHES, T, m]` through the env, rollout,
-    per-dimension log-probabilities, the advantage estimators and `pg_loss`."""
+KINDS = {"state": 0.5, "factorised": 0.5, "linear": 1.0, "biased": 1.0}  # kind: GAE lambda
+
+
+@functools.lru_cache(maxsize=1)
+def _grads_per_batch():
+    """Per-batch gradient estimates of dJ/dmean `[BATCHES, T, m]` per kind of baseline, through
+    the env, rollout, per-dimension log-probabilities, the advantage estimators and `pg_loss`
+    (all kinds in one program on the same batches), and the exact gradient."""
     p = lqg.point_mass(**LQG_U)
     mean, std = _policy(T_U)
     qc, vc = lqg.exact_coefs(p, mean, std)
@@ -171,21 +188,38 @@ def _grads_per_batch(kind: str):
         t1, s1 = jnp.minimum(t + 1, T_U - 1), tr.final_obs[..., :-1]
         a1 = bl.next_step_actions(a, a, tr.done)  # final actions unused: episodes terminate
         vm = lambda f: jax.vmap(jax.vmap(f))  # noqa: E731
-        if kind == "state":
-            b = vm(lambda ti, si: lqg.state_value(vc, ti, si))(t, s)
-            b1 = vm(lambda ti, si: lqg.state_value(vc, ti, si))(t1, s1)
-            adv, _ = bl.state_baseline_advantages(tr.reward, b, b1, tr.terminated, tr.done,
-                                                  p.gamma, 1.0)
-        else:
-            if kind == "factorised":
-                f = lambda ti, si, ai: lqg.factorised_baseline(qc, ti, si, ai, mean[ti], std[ti])  # noqa: E731
-            else:  # "biased": sees its own dimension
-                f = lambda ti, si, ai: jnp.full(2, lqg.q_value(qc, ti, si, ai))  # noqa: E731
-            adv, _ = bl.factorised_advantages(tr.reward, vm(f)(t, s, a), vm(f)(t1, s1, a1),
-                                              tr.terminated, tr.done, p.gamma, 1.0)
+
+        def factorised(b_fn, lam):  # b_fn(t, s, a) -> [m]
+            return bl.factorised_advantages(tr.reward, vm(b_fn)(t, s, a), vm(b_fn)(t1, s1, a1),
+                                            tr.terminated, tr.done, p.gamma, lam)[0]
+
+        adv = {}
+        v = lambda ti, si: lqg.state_value(vc, ti, si)  # noqa: E731
+        adv["state"] = bl.state_baseline_advantages(tr.reward, vm(v)(t, s), vm(v)(t1, s1),
+                                                    tr.terminated, tr.done, p.gamma,
+                                                    KINDS["state"])[0]
+        adv["factorised"] = factorised(
+            lambda ti, si, ai: lqg.factorised_baseline(qc, ti, si, ai, mean[ti], std[ti]),
+            KINDS["factorised"])
+        # "biased": b_i = Q(s, a) sees its own dimension a_i
+        adv["biased"] = factorised(lambda ti, si, ai: jnp.full(2, lqg.q_value(qc, ti, si, ai)),
+                                   KINDS["biased"])
+        # Wu's linear-feature b_i(s, a_-i, t), fitted to the returns of another batch
+        _, tr2 = rollout(env, policy, reset(env, jax.random.fold_in(k0, 1), N_U),
+                         jax.random.fold_in(k1, 1), T_U)
+        G2, _ = adv_lib.gae(tr2.reward, jnp.zeros_like(tr2.reward), jnp.zeros_like(tr2.reward),
+                            tr2.terminated, tr2.done, p.gamma, 1.0)  # discounted returns
+        phi2 = bl.linear_baseline_features(tr2.obs[..., :-1], tr2.action, t_of(tr2.obs))
+        w_fit = bl.fit_linear_baseline(phi2.reshape((-1,) + phi2.shape[2:]),
+                                       jnp.repeat(G2.reshape(-1, 1), 2, axis=1))
+        adv["linear"] = bl.factorised_advantages(
+            tr.reward, bl.linear_baseline(w_fit, bl.linear_baseline_features(s, a, t)),
+            bl.linear_baseline(w_fit, bl.linear_baseline_features(s1, a1, t + 1)),
+            tr.terminated, tr.done, p.gamma, KINDS["linear"])[0]
         # weights T gamma^t turn mean_{t,n} into the unbiased sum_t gamma^t E_n
         w = (T_U * p.gamma ** t.astype(jnp.float32))[..., None]
-        return -jax.grad(lambda mu: bl.pg_loss(w * dist(mu, tr.obs).log_prob_per_dim(a), adv))(mean)
+        return {k: -jax.grad(lambda mu: bl.pg_loss(w * dist(mu, tr.obs).log_prob_per_dim(a), A))(
+            mean) for k, A in adv.items()}
 
     grads = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(7), BATCHES))
     exact = jax.grad(lqg.expected_return, argnums=1)(p, mean, std)
@@ -197,17 +231,20 @@ def _z(grads, exact):
     return np.abs(np.asarray((grads.mean(axis=0) - exact) / se))
 
 
-@pytest.mark.parametrize("kind", ["state", "factorised"])
+@pytest.mark.parametrize("kind", ["state", "factorised", "linear"])
 def test_estimators_are_unbiased(kind):
-    grads, exact = _grads_per_batch(kind)
+    # with exact baselines GAE is unbiased for every lambda; lambda = 0.5 also exercises the
+    # next-step baselines b_i(s', a'_-i) (lambda = 1 telescopes them away). The linear
+    # baseline is fitted on an independent batch and used with lambda = 1.
+    grads, exact = _grads_per_batch()
     assert np.abs(np.asarray(exact)).max() > 0.1
-    z = _z(grads, exact)
-    assert z.max() < 4.5, (kind, z, grads.mean(0), exact)
+    z = _z(grads[kind], exact)
+    assert z.max() < 4.5, (kind, z, grads[kind].mean(0), exact)
 
 
 def test_baseline_that_sees_its_own_dimension_is_biased():
-    grads, exact = _grads_per_batch("biased")
-    assert _z(grads, exact).max() > 10.0
+    grads, exact = _grads_per_batch()
+    assert _z(grads["biased"], exact).max() > 10.0
 
 
 # --------------------------------------------------------------------------- decomposition

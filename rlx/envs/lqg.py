@@ -64,7 +64,8 @@ def point_mass(dim: int = 2, dt: float = 0.05, mass: float = 1.0, q: float = 1.0
     `mu_s0` defaults to [3, 4, .5, -.5] for dim 2 and must be given otherwise."""
     if dim < 1 or horizon < 1 or dt <= 0 or mass <= 0 or noise_var < 0:
         raise ValueError(f"point_mass needs dim, horizon >= 1, dt, mass > 0, noise_var >= 0; got "
-                         f"dim={dim}, horizon={horizon}, dt={dt}, mass={mass}, noise_var={noise_var}")
+                         f"dim={dim}, horizon={horizon}, dt={dt}, mass={mass}, "
+                         f"noise_var={noise_var}")
     if mu_s0 is None:
         if dim != 2:
             raise ValueError(f"point_mass(dim={dim}) needs mu_s0 (the default is for dim 2)")
@@ -106,7 +107,8 @@ def _gauss(key: jax.Array, mean: jax.Array, cov_sqrt: jax.Array) -> jax.Array:
 
 @struct.dataclass
 class QCoefs:
-    """Q_t(s, a) = -(z^T H_t z + h_t . z + k_t), z = [s; a]: H `[T, n+m, n+m]`, h `[T, n+m]`, k `[T]`."""
+    """Q_t(s, a) = -(z^T H_t z + h_t . z + k_t), z = [s; a]:
+    H `[T, n+m, n+m]`, h `[T, n+m]`, k `[T]`."""
 
     H: jax.Array
     h: jax.Array
@@ -126,6 +128,7 @@ def _check_policy(params: LQGParams, mean: jax.Array, std: jax.Array) -> None:
     chex.assert_shape([mean, std], (params.horizon, params.action_dim))
 
 
+@jax.jit
 def exact_coefs(params: LQGParams, mean: jax.Array, std: jax.Array) -> tuple[QCoefs, VCoefs]:
     """Exact Q_t and V_t of the policy a_t ~ N(mean_t, diag(std_t^2)) (module docstring);
     mean, std `[T, m]`."""
@@ -177,6 +180,7 @@ def factorised_baseline(qc: QCoefs, t: jax.Array | int, s: jax.Array, a: jax.Arr
     return q - jnp.diag(qc.H[t])[n:] * std_t**2
 
 
+@jax.jit
 def state_marginals(params: LQGParams, mean: jax.Array, std: jax.Array
                     ) -> tuple[jax.Array, jax.Array]:
     """Mean `[T, n]` and covariance `[T, n, n]` of s_t under the policy (Gaussian, exact):
@@ -187,13 +191,15 @@ def state_marginals(params: LQGParams, mean: jax.Array, std: jax.Array
         mu, S = carry
         ma, sa = xs
         nxt = (params.A @ mu + params.B @ ma,
-               params.A @ S @ params.A.T + params.B @ jnp.diag(sa**2) @ params.B.T + params.noise_cov)
+               params.A @ S @ params.A.T + params.B @ jnp.diag(sa**2) @ params.B.T
+               + params.noise_cov)
         return nxt, carry
 
     _, (mus, covs) = jax.lax.scan(body, (params.mu_s0, params.cov_s0), (mean, std))
     return mus, covs
 
 
+@jax.jit
 def expected_return(params: LQGParams, mean: jax.Array, std: jax.Array) -> jax.Array:
     """J = E[sum_t gamma^t r_t] = E_{s_0}[V_0(s_0)] = -(mu^T P_0 mu + tr(P_0 Sigma_0) + p_0 . mu
     + c_0); differentiable, so `jax.grad` gives the exact policy gradient."""
@@ -218,7 +224,8 @@ def continuation_return(params: LQGParams, mean: jax.Array, std: jax.Array, key:
         active = k >= t
         G = G + jnp.where(active, disc * reward(params, s_k, a_k), 0.0)
         s_next = transition_mean(params, s_k, a_k) + _gauss(k_w, jnp.zeros_like(s), w_sqrt)
-        return (jnp.where(active, s_next, s_k), G, jnp.where(active, disc * params.gamma, disc)), None
+        disc = jnp.where(active, disc * params.gamma, disc)
+        return (jnp.where(active, s_next, s_k), G, disc), None
 
     (_, G, _), _ = jax.lax.scan(body, (s, jnp.zeros(()), jnp.ones(())),
                                 (jnp.arange(T), jax.random.split(key, T)))
@@ -255,7 +262,7 @@ def baselines(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
     """Exact baselines b(s, a) -> `[m]` at time step t:
 
         "none": 0;  "state": V_t(s);  "factorised": E[Q_t(s, a) | a_-i] (`factorised_baseline`);
-        "biased": Q_t(s, a) for every i (sees a_i itself, so its estimator is biased: its mean is 0).
+        "biased": Q_t(s, a) for every i (sees a_i itself, so its estimator is biased: mean 0).
     """
     qc, vc = exact_coefs(params, mean, std)
     m = params.action_dim
@@ -305,7 +312,8 @@ class LQGEnv(Env):
         terminated = time >= p.horizon
         s0 = _gauss(k_reset, p.mu_s0, self._s0_sqrt)
         s_new = jnp.where(terminated, s0, s_next)
-        obs_new = jnp.where(terminated, self._obs(s0, jnp.zeros_like(time)), self._obs(s_next, time))
+        obs_new = jnp.where(terminated, self._obs(s0, jnp.zeros_like(time)),
+                            self._obs(s_next, time))
         return s_new, obs_new, r, terminated, self._obs(s_next, time), jnp.zeros((), bool)
 
 

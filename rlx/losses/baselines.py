@@ -214,7 +214,8 @@ def variance_decomposition(key: jax.Array, sample_state: Callable[[jax.Array], j
         Sigma_s   = Var_s E_{a|s} E_{tau|s,a}[g]            (state sampling)
 
     for g = `estimator_sample`(score_per_dim(s, a), G, baseline(s, a)), by nested Monte
-    Carlo: `num_states` states s ~ sample_state(key); `num_actions` actions per state
+    Carlo (s may be any pytree, e.g. a saved `rlx.envs.EnvState` to reset a simulator to):
+    `num_states` states s ~ sample_state(key); `num_actions` actions per state
     a ~ sample_action(key, s); `num_returns` continuations per pair G ~ sample_return(key,
     s, a), all vmapped. The nested (random-effects ANOVA) estimators are unbiased:
 
@@ -239,7 +240,7 @@ def variance_decomposition(key: jax.Array, sample_state: Callable[[jax.Array], j
     rets = jax.vmap(sample_return)(jax.random.split(k_r, n_s * n_a * n_r),
                                    jax.tree.map(rep, s_rep), rep(a))             # [n_s n_a n_r]
     g = jax.vmap(estimator_sample)(rep(score), rets, rep(b))
-    g = g.reshape((n_s, n_a, n_r) + g.shape[1:])                                  # [n_s, n_a, n_r, P]
+    g = g.reshape((n_s, n_a, n_r) + g.shape[1:])                          # [n_s, n_a, n_r, P]
     var_tau = jnp.var(g, axis=2, ddof=1)                      # [n_s, n_a, P]
     g_sa = g.mean(axis=2)
     var_a = jnp.var(g_sa, axis=1, ddof=1)                     # [n_s, P]
