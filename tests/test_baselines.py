@@ -250,11 +250,11 @@ def test_baseline_that_sees_its_own_dimension_is_biased():
 # --------------------------------------------------------------------------- decomposition
 
 def test_variance_decomposition_sums_to_total_variance():
-    p = lqg.point_mass(horizon=4, noise_var=1e-2)
+    p = lqg.point_mass(**{**LQG_U, "horizon": 4})
     mean, std = _policy(4)
     t = 1
     fns = lqg.decomposition_fns(p, mean, std, t)
-    bases = lqg.baselines(p, mean, std, t)
+    bases = lqg.exact_baselines(p, mean, std, t)
 
     def decomp(key, name):
         return bl.variance_decomposition(key, fns["sample_state"], fns["sample_action"],
@@ -291,9 +291,19 @@ def test_variance_decomposition_sums_to_total_variance():
         assert abs(parts.mean() - float(tot)) < 4 * se, (name, parts.mean(), float(tot), se)
         for part in ("sigma_tau", "sigma_s"):
             assert np.asarray(o[part].sum(-1)).mean() > -4 * np.asarray(o[part].sum(-1)).std()
+    # Sigma_s and the mean in closed form (unbiased baselines)
+    g_mean, sigma_s = lqg.state_term(p, mean, std, t)
+    for name in ("state", "factorised"):
+        for est, exact in ((out[name]["sigma_s"], sigma_s), (out[name]["mean"], g_mean)):
+            se = np.asarray(est.std(0, ddof=1)) / np.sqrt(est.shape[0])
+            np.testing.assert_array_less(np.abs(np.asarray(est.mean(0) - exact)), 4 * se + 1e-6)
     # the baselines only change Sigma_a: the state and factorised ones shrink it vs none
-    sa = {n: float(o["sigma_a"].sum(-1).mean()) for n, o in out.items()}
-    assert sa["state"] < sa["none"] and sa["factorised"] < sa["none"], sa
+    sa = {n: np.asarray(o["sigma_a"].sum(-1)) for n, o in out.items()}
+    assert sa["state"].mean() < sa["none"].mean() and sa["factorised"].mean() < sa["none"].mean()
+    # the factorised baseline removes the other dimension's action noise: smaller Sigma_a
+    # (same samples for both, so the paired difference is tight)
+    d = sa["state"] - sa["factorised"]
+    assert d.mean() > 3 * d.std(ddof=1) / np.sqrt(len(d)), (sa, d)
     with pytest.raises(ValueError, match="at least 2"):
         bl.variance_decomposition(keys[0], *[fns[k] for k in ("sample_state", "sample_action",
                                                              "sample_return", "score_per_dim")],

@@ -17,8 +17,9 @@ everything is quadratic and exact (`exact_coefs`):
     k_t = gamma (c_{t+1} + tr(P_{t+1} W)),   P_t = H_ss,   p_t = h_s + 2 H_sa mu_t,
     c_t = mu_t^T H_aa mu_t + tr(H_aa diag(sigma_t^2)) + h_a . mu_t + k_t.
 
-`LQGEnv` is the same system as an `rlx.envs.Env`; `decomposition_fns` and `baselines` feed
-`rlx.losses.baselines.variance_decomposition` at one time step.
+`LQGEnv` is the same system as an `rlx.envs.Env`; `decomposition_fns` and `exact_baselines`
+feed `rlx.losses.baselines.variance_decomposition` at one time step; `state_term` is that
+decomposition's Sigma_s (and the gradient's mean) in closed form.
 """
 
 from __future__ import annotations
@@ -257,7 +258,28 @@ def decomposition_fns(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
     }
 
 
-def baselines(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
+def state_term(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
+               ) -> tuple[jax.Array, jax.Array]:
+    """The exact mean and Sigma_s (diagonal) of the step-t gradient estimator w.r.t. mean_t.
+
+    For any unbiased baseline, E_{a, tau}[g | s] = grad_{mean_t} E_a Q_t(s, a)
+    = -(2 H_as s + 2 H_aa mean_t + h_a), linear in s ~ N(mu_s[t], S_t), so
+
+        E[g] = -(2 H_as mu_s[t] + 2 H_aa mean_t + h_a),   Sigma_s = 4 H_as S_t H_sa
+
+    (H, h of `exact_coefs` at step t). Returns (E[g] `[m]`, diag Sigma_s `[m]`).
+    """
+    if not 0 <= t < params.horizon:
+        raise ValueError(f"time step t={t} outside [0, {params.horizon})")
+    qc, _ = exact_coefs(params, mean, std)
+    mus, covs = state_marginals(params, mean, std)
+    n = params.state_dim
+    H_as, H_aa, h_a = qc.H[t][n:, :n], qc.H[t][n:, n:], qc.h[t][n:]
+    g = -(2.0 * H_as @ mus[t] + 2.0 * H_aa @ mean[t] + h_a)
+    return g, jnp.diag(4.0 * H_as @ covs[t] @ H_as.T)
+
+
+def exact_baselines(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
               ) -> dict[str, Callable[[jax.Array, jax.Array], jax.Array]]:
     """Exact baselines b(s, a) -> `[m]` at time step t:
 
@@ -319,4 +341,5 @@ class LQGEnv(Env):
 
 __all__ = ["LQGParams", "point_mass", "reward", "transition_mean", "QCoefs", "VCoefs",
            "exact_coefs", "q_value", "state_value", "factorised_baseline", "state_marginals",
-           "expected_return", "continuation_return", "decomposition_fns", "baselines", "LQGEnv"]
+           "expected_return", "continuation_return", "decomposition_fns", "state_term",
+           "exact_baselines", "LQGEnv"]
