@@ -106,6 +106,8 @@ def test_point_mass_constants():
     np.testing.assert_allclose(p.mu_s0, [3, 4, .5, -.5])
     with pytest.raises(ValueError, match="mu_s0"):
         lqg.point_mass(dim=3)
+    mean, std = lqg.tucker_policy(jax.random.PRNGKey(0), p)
+    assert mean.shape == std.shape == (100, 2) and float(std[0, 0]) == pytest.approx(0.01)
 
 
 def test_lqg_exact_values_match_monte_carlo():
@@ -256,15 +258,18 @@ def test_variance_decomposition_sums_to_total_variance():
     fns = lqg.decomposition_fns(p, mean, std, t)
     bases = lqg.exact_baselines(p, mean, std, t)
 
-    def decomp(key, name):
+    def decomp(key, name):  # "<baseline>" (nested MC) or "<baseline>+q" (with the exact Q)
+        base, _, q = name.partition("+")
         return bl.variance_decomposition(key, fns["sample_state"], fns["sample_action"],
-                                         fns["sample_return"], fns["score_per_dim"], bases[name],
-                                         num_states=32, num_actions=8, num_returns=8)
+                                         fns["sample_return"], fns["score_per_dim"], bases[base],
+                                         num_states=32, num_actions=8, num_returns=8,
+                                         q_value=fns["q_value"] if q else None)
 
     names = ("none", "state", "factorised")
     keys = jax.random.split(jax.random.PRNGKey(11), 12)
     # one program for all baselines: the shared samples (same keys) are computed once
-    out = jax.jit(jax.vmap(lambda k: {n: decomp(k, n) for n in names}))(keys)
+    out = jax.jit(jax.vmap(lambda k: {n: decomp(k, n) for n in names + ("state+q",
+                                                                        "factorised+q")}))(keys)
     # Sigma_tau does not depend on the baseline (with common random numbers: identical)
     np.testing.assert_allclose(out["state"]["sigma_tau"], out["factorised"]["sigma_tau"], rtol=1e-5)
 
@@ -286,14 +291,14 @@ def test_variance_decomposition_sums_to_total_variance():
     totals = total_iid(jax.random.PRNGKey(12))
     for name, o in out.items():
         parts = np.asarray(o["total"].sum(-1))            # trace, per repetition
-        tot, tot_se = totals[name]
+        tot, tot_se = totals[name.partition("+")[0]]
         se = np.sqrt(parts.var(ddof=1) / len(parts) + float(tot_se) ** 2)
         assert abs(parts.mean() - float(tot)) < 4 * se, (name, parts.mean(), float(tot), se)
         for part in ("sigma_tau", "sigma_s"):
             assert np.asarray(o[part].sum(-1)).mean() > -4 * np.asarray(o[part].sum(-1)).std()
     # Sigma_s and the mean in closed form (unbiased baselines)
     g_mean, sigma_s = lqg.state_term(p, mean, std, t)
-    for name in ("state", "factorised"):
+    for name in ("state", "factorised", "state+q", "factorised+q"):
         for est, exact in ((out[name]["sigma_s"], sigma_s), (out[name]["mean"], g_mean)):
             se = np.asarray(est.std(0, ddof=1)) / np.sqrt(est.shape[0])
             np.testing.assert_array_less(np.abs(np.asarray(est.mean(0) - exact)), 4 * se + 1e-6)
@@ -302,8 +307,11 @@ def test_variance_decomposition_sums_to_total_variance():
     assert sa["state"].mean() < sa["none"].mean() and sa["factorised"].mean() < sa["none"].mean()
     # the factorised baseline removes the other dimension's action noise: smaller Sigma_a
     # (same samples for both, so the paired difference is tight)
-    d = sa["state"] - sa["factorised"]
-    assert d.mean() > 3 * d.std(ddof=1) / np.sqrt(len(d)), (sa, d)
+    for q in ("", "+q"):
+        d = sa["state" + q] - sa["factorised" + q]
+        assert d.mean() > 3 * d.std(ddof=1) / np.sqrt(len(d)), (sa, d)
+    # the exact Q removes the trajectory noise from Sigma_s's estimate
+    assert out["state+q"]["sigma_s"].std(0).sum() < out["state"]["sigma_s"].std(0).sum()
     with pytest.raises(ValueError, match="at least 2"):
         bl.variance_decomposition(keys[0], *[fns[k] for k in ("sample_state", "sample_action",
                                                              "sample_return", "score_per_dim")],

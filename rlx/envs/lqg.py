@@ -6,7 +6,7 @@
 The point mass of dimension d (`point_mass`): s = [position; velocity] in R^{2d}, a in R^d,
 A = I + dt [[0, I], [0, 0]], B = [0; dt/m I], dt 0.05, m 1, Q = I, R = 0.01 I, gamma 0.99,
 T = 100, mu_s0 = [3, 4, .5, -.5], W = Sigma_0 = 1e-5 I (constants of brain-research/mirage-rl,
-`lqg/lqr.py`).
+`lqg/lqr.py`); their policy (`tucker_policy`): mean_t ~ N(0, 0.3) at start, variance 1e-4.
 
 For an open-loop, time-indexed, factorised Gaussian policy a_t ~ N(mu_t, diag(sigma_t^2))
 everything is quadratic and exact (`exact_coefs`):
@@ -81,6 +81,15 @@ def point_mass(dim: int = 2, dt: float = 0.05, mass: float = 1.0, q: float = 1.0
                      cov_s0=W, gamma=gamma, horizon=horizon)
 
 
+def tucker_policy(key: jax.Array, params: LQGParams, init_var: float = 0.3,
+                  action_var: float = 1e-4) -> tuple[jax.Array, jax.Array]:
+    """Tucker et al.'s initial open-loop policy: mean_t ~ N(0, init_var I), std_t = sqrt(
+    action_var) (variance 1e-4), both `[T, m]`."""
+    shape = (params.horizon, params.action_dim)
+    return (jnp.sqrt(init_var) * jax.random.normal(key, shape),
+            jnp.full(shape, jnp.sqrt(action_var), jnp.float32))
+
+
 def reward(params: LQGParams, s: jax.Array, a: jax.Array) -> jax.Array:
     """r = -(s^T Q s + a^T R a)."""
     return -(s @ params.Q @ s + a @ params.R @ a)
@@ -134,7 +143,7 @@ def exact_coefs(params: LQGParams, mean: jax.Array, std: jax.Array) -> tuple[QCo
     """Exact Q_t and V_t of the policy a_t ~ N(mean_t, diag(std_t^2)) (module docstring);
     mean, std `[T, m]`."""
     _check_policy(params, mean, std)
-    n, m = params.state_dim, params.action_dim
+    n = params.state_dim
     AB = jnp.concatenate([params.A, params.B], axis=1)
     cost = jax.scipy.linalg.block_diag(params.Q, params.R)
     g = params.gamma
@@ -155,7 +164,6 @@ def exact_coefs(params: LQGParams, mean: jax.Array, std: jax.Array) -> tuple[QCo
     _, (H, h, k, P, p, c) = jax.lax.scan(body, zero, (mean, std), reverse=True)
     vc = VCoefs(P=jnp.concatenate([P, zero[0][None]]), p=jnp.concatenate([p, zero[1][None]]),
                 c=jnp.concatenate([c, zero[2][None]]))
-    del m
     return QCoefs(H=H, h=h, k=k), vc
 
 
@@ -244,17 +252,20 @@ def decomposition_fns(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
 
         s ~ N(mu_s[t], Sigma_s[t]) (exact marginal),  a ~ N(mean_t, diag(std_t^2)),
         G ~ continuation from (s, a),  score_{i,j} = d log pi_i / d mean_{t,j}
-                                                    = delta_ij (a_i - mean_{t,i}) / std_{t,i}^2.
+                                                    = delta_ij (a_i - mean_{t,i}) / std_{t,i}^2,
+        and "q_value": the exact Q_t(s, a) (`variance_decomposition`'s optional argument).
     """
     if not 0 <= t < params.horizon:
         raise ValueError(f"time step t={t} outside [0, {params.horizon})")
     mus, covs = state_marginals(params, mean, std)
+    qc, _ = exact_coefs(params, mean, std)
     mu_t, sd_t, s_sqrt = mean[t], std[t], _psd_sqrt(covs[t])
     return {
         "sample_state": lambda k: _gauss(k, mus[t], s_sqrt),
         "sample_action": lambda k, s: mu_t + sd_t * jax.random.normal(k, mu_t.shape),
         "sample_return": lambda k, s, a: continuation_return(params, mean, std, k, t, s, a),
         "score_per_dim": lambda s, a: jnp.diag((a - mu_t) / sd_t**2),
+        "q_value": lambda s, a: q_value(qc, t, s, a),
     }
 
 
@@ -280,7 +291,7 @@ def state_term(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
 
 
 def exact_baselines(params: LQGParams, mean: jax.Array, std: jax.Array, t: int
-              ) -> dict[str, Callable[[jax.Array, jax.Array], jax.Array]]:
+                    ) -> dict[str, Callable[[jax.Array, jax.Array], jax.Array]]:
     """Exact baselines b(s, a) -> `[m]` at time step t:
 
         "none": 0;  "state": V_t(s);  "factorised": E[Q_t(s, a) | a_-i] (`factorised_baseline`);
@@ -339,7 +350,8 @@ class LQGEnv(Env):
         return s_new, obs_new, r, terminated, self._obs(s_next, time), jnp.zeros((), bool)
 
 
-__all__ = ["LQGParams", "point_mass", "reward", "transition_mean", "QCoefs", "VCoefs",
+__all__ = ["LQGParams", "point_mass", "tucker_policy", "reward", "transition_mean", "QCoefs",
+           "VCoefs",
            "exact_coefs", "q_value", "state_value", "factorised_baseline", "state_marginals",
            "expected_return", "continuation_return", "decomposition_fns", "state_term",
            "exact_baselines", "LQGEnv"]

@@ -205,7 +205,8 @@ def variance_decomposition(key: jax.Array, sample_state: Callable[[jax.Array], j
                            sample_return: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
                            score_per_dim: Callable[[jax.Array, jax.Array], jax.Array],
                            baseline: Callable[[jax.Array, jax.Array], jax.Array],
-                           num_states: int, num_actions: int, num_returns: int
+                           num_states: int, num_actions: int, num_returns: int,
+                           q_value: Callable[[jax.Array, jax.Array], jax.Array] | None = None
                            ) -> dict[str, jax.Array]:
     """Var[g] = Sigma_tau + Sigma_a + Sigma_s (law of total variance; Tucker et al. eq. 3-5):
 
@@ -222,9 +223,16 @@ def variance_decomposition(key: jax.Array, sample_state: Callable[[jax.Array], j
         Sigma_tau^ = mean_{s,a} S^2_tau,   Sigma_a^ = mean_s S^2_a - Sigma_tau^ / n_tau,
         Sigma_s^ = S^2_s - mean_s S^2_a / n_a
 
-    with S^2 the (ddof = 1) sample variances of the group means one level down. Values are
-    the diagonals (per-parameter variances, `[P]`); sum them for traces. Also returns
-    "total" (their sum) and "mean" (the estimator's mean, `[P]`).
+    with S^2 the (ddof = 1) sample variances of the group means one level down. With the
+    exact `q_value(s, a)` = Q(s, a) = E[G | s, a] (as Tucker et al. use on the LQG), the
+    conditional means E_tau[g | s, a] = sum_i score_i (Q - b_i) are exact instead of averages
+    of n_tau draws, which removes the Sigma_tau / n_tau noise from Sigma_a and Sigma_s:
+
+        Sigma_tau^ = mean_{s,a} mean_tau (g - E_tau[g|s,a])^2,   Sigma_a^ = mean_s S^2_a,
+        Sigma_s^ = S^2_s - mean_s S^2_a / n_a.
+
+    Values are the diagonals (per-parameter variances, `[P]`); sum them for traces. Also
+    returns "total" (their sum) and "mean" (the estimator's mean, `[P]`).
     """
     if min(num_states, num_actions, num_returns) < 2:
         raise ValueError("variance_decomposition needs at least 2 samples per level, got "
@@ -241,13 +249,17 @@ def variance_decomposition(key: jax.Array, sample_state: Callable[[jax.Array], j
                                    jax.tree.map(rep, s_rep), rep(a))             # [n_s n_a n_r]
     g = jax.vmap(estimator_sample)(rep(score), rets, rep(b))
     g = g.reshape((n_s, n_a, n_r) + g.shape[1:])                          # [n_s, n_a, n_r, P]
-    var_tau = jnp.var(g, axis=2, ddof=1)                      # [n_s, n_a, P]
-    g_sa = g.mean(axis=2)
-    var_a = jnp.var(g_sa, axis=1, ddof=1)                     # [n_s, P]
+    if q_value is None:
+        sigma_tau = jnp.var(g, axis=2, ddof=1).mean(axis=(0, 1))
+        g_sa = g.mean(axis=2)                                             # [n_s, n_a, P]
+    else:
+        q = jax.vmap(q_value)(s_rep, a)                                   # [n_s n_a]
+        g_sa = jax.vmap(estimator_sample)(score, q, b).reshape(g.shape[:2] + g.shape[3:])
+        sigma_tau = jnp.mean((g - g_sa[:, :, None]) ** 2, axis=(0, 1, 2))
+    var_a = jnp.var(g_sa, axis=1, ddof=1)                                 # [n_s, P]
     g_s = g_sa.mean(axis=1)
-    var_s = jnp.var(g_s, axis=0, ddof=1)                      # [P]
-    sigma_tau = var_tau.mean(axis=(0, 1))
-    sigma_a = var_a.mean(axis=0) - sigma_tau / num_returns
+    var_s = jnp.var(g_s, axis=0, ddof=1)                                  # [P]
+    sigma_a = var_a.mean(axis=0) - (sigma_tau / num_returns if q_value is None else 0.0)
     sigma_s = var_s - var_a.mean(axis=0) / num_actions
     return {"sigma_tau": sigma_tau, "sigma_a": sigma_a, "sigma_s": sigma_s,
             "total": sigma_tau + sigma_a + sigma_s, "mean": g_s.mean(axis=0)}
