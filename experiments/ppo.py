@@ -16,49 +16,36 @@ import time
 
 from experiments import common
 
-# Presets: a small config that learns quickly on CPU, and Brax's PPO defaults
-# (bench_ppo.py and ../shared/anchors/brax_ppo.py use the latter).
-PRESETS = {
-    "default": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=3e-4,
-                    gamma=0.95, reward_scaling=5.0, ent_coef=0.0, num_evals=11, eval_envs=32),
-    "brax": dict(num_envs=256, unroll_length=1600, num_minibatches=32, update_epochs=8, lr=3e-4,
-                 gamma=0.95, gae_lambda=0.95, clip_eps=0.3, ent_coef=1e-3, reward_scaling=5.0,
-                 max_grad_norm=float("inf"), head="tanh_gaussian", policy_layers=(32,) * 4,
-                 value_layers=(256,) * 5, activation="swish", num_evals=5, eval_envs=128,
-                 fresh_reset=False),
-    "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
-                    anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
-                    num_evals=11, eval_envs=32),
-}
-QUICK = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
-             eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
+
+@dataclasses.dataclass
+class Args:
+    """experiments.ppo's own flags (the PPOConfig fields are flags too)."""
+
+    preset: str | None = None  # rlx.algos.ppo.PRESETS name (default: 'default' for Brax, 'classic' for gymnax)
+    seed: int = 0  # first seed
 
 
-def build_config(args):
-    from rlx.algos.ppo import PPOConfig
+def build_config(args, overrides: dict):
+    """PPOConfig: the preset, the quick sizes if --quick, then the flags given."""
+    from rlx.algos.ppo import PRESETS, QUICK, PPOConfig
     from rlx.envs import BRAX_ENVS
 
     preset = args.preset or ("default" if args.env in BRAX_ENVS else "classic")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     kw = dict(PRESETS[preset])
     if args.quick:
         kw.update(QUICK)
-    kw.update(env=args.env, total_steps=args.total_steps, objective=args.objective)
-    if args.backend:
-        kw["backend"] = args.backend
-    if args.episode_length:
-        kw["episode_length"] = args.episode_length
+    kw.update(overrides, total_steps=args.total_steps)
     return PPOConfig(**kw), preset
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=1_000_000, seeds=2)
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="hyper-parameter preset (default: 'default' for Brax, 'classic' for gymnax)")
-    p.add_argument("--objective", default="clip", help="clip | none | kl_fixed | kl_adaptive")
-    p.add_argument("--backend", default=None, help="Brax backend (default spring)")
-    p.add_argument("--episode-length", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    args = p.parse_args(argv)
+    from rlx.algos.ppo import PPOConfig
+
+    args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig,
+                                 exclude=("axis_name",),
+                                 defaults=dict(env="reacher", total_steps=1_000_000, seeds=2))
     common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps, 2 * 8 * 32)
@@ -69,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rlx import distributed, logging, runner
     from rlx.algos import ppo
 
-    config, preset = common.exit_on_value_error(lambda: build_config(args))
+    config, preset = common.exit_on_value_error(lambda: build_config(args, overrides))
     trainer = common.exit_on_value_error(lambda: ppo.make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     common.exit_on_value_error(lambda: runner.choose_mesh(args.seeds, args.devices))

@@ -312,3 +312,24 @@ def policy_fn(config: PPOConfig, env: Env, deterministic: bool = True):
         return dist.mode() if deterministic else dist.to_env(dist.sample(key))
 
     return act
+
+
+# Named sets of PPOConfig overrides (`experiments.ppo --preset`, `experiments.bench_ppo`).
+PRESETS: dict[str, dict] = {
+    # a small config that learns quickly on CPU (Brax envs)
+    "default": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=3e-4,
+                    gamma=0.95, reward_scaling=5.0, ent_coef=0.0, num_evals=11, eval_envs=32),
+    # Brax's PPO defaults (bench_ppo.py and ../shared/anchors/brax_ppo.py)
+    "brax": dict(num_envs=256, unroll_length=1600, num_minibatches=32, update_epochs=8, lr=3e-4,
+                 gamma=0.95, gae_lambda=0.95, clip_eps=0.3, ent_coef=1e-3, reward_scaling=5.0,
+                 max_grad_norm=float("inf"), head="tanh_gaussian", policy_layers=(32,) * 4,
+                 value_layers=(256,) * 5, activation="swish", num_evals=5, eval_envs=128,
+                 fresh_reset=False),
+    # PureJaxRL's hyper-parameters without its value clipping (other gymnax envs)
+    "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
+                    anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
+                    num_evals=11, eval_envs=32),
+}
+# Tiny sizes on top of any preset (`--quick`: tests and smoke runs).
+QUICK: dict = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
+                   eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
