@@ -101,17 +101,17 @@ def cli(description: str, argv: list[str] | None, args: type | None = None,
             kind = hints[f.name]
             if override and _is_unsupported(kind):
                 continue  # e.g. strategy_kwargs (tuple of (str, Any)): set it from Python
-            default = f.default if not override else None
-            if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = None if override else f.default
+            if not override and f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
             default = defaults.get(f.name, default)
             help_text = _field_help(cls, f.name)
             hint = None
-            if override:
-                kind = kind | None
-                if default is None:
-                    hint = f"(default: the preset's, else {f.default!r})" \
-                        if f.default is not dataclasses.MISSING else "(default: the preset's)"
+            if override or (default is None and type(None) not in typing.get_args(kind)):
+                kind = kind | None  # None: not given (the preset's, or the experiment's choice)
+            if override and default is None:
+                hint = f"(default: the preset's, else {f.default!r})" \
+                    if f.default is not dataclasses.MISSING else "(default: the preset's)"
             elif default is None and help_text and "default" in help_text:
                 hint = ""  # the help says it
             specs = _constructor(kind, bool_flag=override)
@@ -136,7 +136,7 @@ def cli(description: str, argv: list[str] | None, args: type | None = None,
 
 
 def _required_first(fields: list[tuple]) -> list[tuple]:
-    """dataclasses needs fields without defaults first; the help keeps this order."""
+    """Fields without a default first, as `dataclasses` requires (only --out has none)."""
     required = [f for f in fields if f[2].default is dataclasses.MISSING]
     return required + [f for f in fields if f[2].default is not dataclasses.MISSING]
 
