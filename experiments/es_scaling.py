@@ -36,7 +36,9 @@ from experiments import common
 @dataclasses.dataclass
 class Args:
     """experiments.es_scaling's own flags (the ESConfig fields are flags too; `--population`
-    and `--hidden` are the old spellings of `--population-size` and `--hidden-layers`)."""
+    and `--hidden` are the old spellings of `--population-size` and `--hidden-layers`;
+    `--members-per-chunk` is the same for every device count, by default `auto_chunk` of
+    population / max(device counts))."""
 
     device_counts: str | None = None  # comma-separated device counts (default: 1, 2, 4, ... up to the cores)
     target: float | None = None  # population mean return to reach (default: per env)
