@@ -31,7 +31,7 @@ conservative ratio (--no-anchor-steady skips it).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -43,29 +43,36 @@ from pathlib import Path
 ANCHOR = Path(__file__).resolve().parents[1] / ".." / "shared" / "anchors" / "evosax_es.py"
 
 
+# The anchor's config (../shared/anchors/evosax_es.py): ESConfig fields, the flags' defaults.
+ANCHOR_CONFIG = dict(env="reacher", backend="spring", population_size=256, episode_length=1000,
+                     generations=5, sigma=0.05, lr=0.01, hidden_layers=(32, 32),
+                     strategy="openai_es")
+
+
+@dataclasses.dataclass
+class Args:
+    """bench_es's own flags; ESConfig's fields are flags too (`--population`, `--hidden`:
+    old spellings of `--population-size`, `--hidden-layers`; `--generations`: timed
+    generations; `--devices`: XLA CPU devices for this process, default one per core)."""
+
+    no_env_only: bool = False  # skip the env-only measurement
+    keep_host_memory: bool = False  # skip rlx.memory.release_host_memory() before compiling
+    with_anchor: bool = False  # also run the evosax anchor (same config) and print the ratio
+    anchor_path: str = str(ANCHOR)
+    anchor_steady: bool = True  # also run the anchor for 3x the generations to take out its recompile
+
+
 def parse(argv: list[str] | None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--env", default="reacher")
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--population", type=int, default=256)
-    p.add_argument("--episode-length", type=int, default=1000)
-    p.add_argument("--generations", type=int, default=5, help="timed generations")
-    p.add_argument("--sigma", type=float, default=0.05)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--hidden", default="32,32")
-    p.add_argument("--strategy", default="openai_es")
-    p.add_argument("--members-per-chunk", type=int, default=None)
-    p.add_argument("--devices", type=int, default=None,
-                   help="XLA CPU devices for this process (default: one per core)")
-    p.add_argument("--no-env-only", action="store_true", help="skip the env-only measurement")
-    p.add_argument("--keep-host-memory", action="store_true",
-                   help="skip rlx.memory.release_host_memory() before compiling")
-    p.add_argument("--with-anchor", action="store_true",
-                   help="also run the evosax anchor (same config) and print the ratio")
-    p.add_argument("--anchor-path", default=str(ANCHOR))
-    p.add_argument("--anchor-steady", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run the anchor for 3x the generations to take out its recompile")
-    return p.parse_args(argv)
+    """(flags, the benchmarked ESConfig)."""
+    from experiments import common
+    from rlx.es import ESConfig
+
+    a, overrides = common.cli(
+        __doc__.split("\n")[0], argv, Args, ESConfig, run=(),
+        exclude=("total_steps", "num_evals"), defaults=ANCHOR_CONFIG,
+        aliases={"population_size": ("--population",), "hidden_layers": ("--hidden",)})
+    config = common.exit_on_value_error(lambda: ESConfig(**{**overrides, "num_evals": 2}))
+    return a, config
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -112,14 +119,15 @@ def make_env_only(env, num_envs: int, steps: int, mesh, chunk: int | None = None
     return lambda: jax.block_until_ready(fn(keys, actions))
 
 
-def run_anchor(a, generations: int) -> dict:
+def run_anchor(a, config, generations: int) -> dict:
     """One run of the anchor script (a child process); its JSON plus its peak RSS."""
     env = dict(os.environ)
     if "RLX_ORIG_XLA_FLAGS" in env:  # give the anchor the caller's XLA_FLAGS, not ours
         env["XLA_FLAGS"] = env.pop("RLX_ORIG_XLA_FLAGS")
-    cmd = [sys.executable, a.anchor_path, "--env", a.env, "--backend", a.backend,
-           "--population", str(a.population), "--episode-length", str(a.episode_length),
-           "--generations", str(generations), "--sigma", str(a.sigma), "--lr", str(a.lr)]
+    cmd = [sys.executable, a.anchor_path, "--env", config.env, "--backend", config.backend,
+           "--population", str(config.population_size), "--episode-length",
+           str(config.episode_length), "--generations", str(generations), "--sigma",
+           str(config.sigma), "--lr", str(config.lr)]
     before = peak_rss_mb(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
@@ -129,46 +137,42 @@ def run_anchor(a, generations: int) -> dict:
     return res
 
 
-def anchor_measurements(a) -> dict:
+def anchor_measurements(a, config) -> dict:
     """The anchor as printed, and its steady state from a second, longer run.
 
     The anchor's timed loop recompiles `generation` once (its state's weak types
     change after the first call), so its printed rate includes a compile. With
     runs of g and 3g generations, t_gen = (T(3g) - T(g)) / 2g excludes it.
     """
-    g = a.generations
-    first = run_anchor(a, g)
+    g = config.generations
+    first = run_anchor(a, config, g)
     out = {"printed": first, "peak_rss_mb": first["peak_rss_mb"],
            "env_steps_per_s": first["env_steps_per_s"]}
     if a.anchor_steady:
-        longer = run_anchor(a, 3 * g)
+        longer = run_anchor(a, config, 3 * g)
         per_gen = (longer["timed_s"] - first["timed_s"]) / (2 * g)
-        out["steady_env_steps_per_s"] = round(a.population * a.episode_length / per_gen, 1)
+        out["steady_env_steps_per_s"] = round(
+            config.population_size * config.episode_length / per_gen, 1)
         out["recompile_in_timed_loop_s"] = round(first["timed_s"] - g * per_gen, 2)
         out["longer_run"] = longer
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    a = parse(argv)
-    os.environ.setdefault("RLX_ORIG_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-    if a.devices is not None:
-        os.environ["RLX_CPU_DEVICES"] = str(a.devices)
+    os.environ.setdefault("RLX_ORIG_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # before rlx
+    a, config = parse(argv)
+    if config.devices is not None:
+        os.environ["RLX_CPU_DEVICES"] = str(config.devices)
     from experiments import common
 
     common.setup()
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from rlx.es import ESConfig, make_train
+    from rlx.es import make_train
     from rlx.memory import release_host_memory, trim_heap
     from rlx.es.trainer import build, chunk_size
 
-    config = ESConfig(env=a.env, backend=a.backend, episode_length=a.episode_length,
-                      strategy=a.strategy, population_size=a.population, sigma=a.sigma, lr=a.lr,
-                      hidden_layers=tuple(int(h) for h in a.hidden.split(",")),
-                      members_per_chunk=a.members_per_chunk, generations=a.generations,
-                      num_evals=2, devices=a.devices)
     trainer = common.exit_on_value_error(lambda: make_train(config))
     chunk = chunk_size(config, trainer.mesh)
     # the run's state lives replicated on the mesh (as under rlx.runner), so every
@@ -189,29 +193,29 @@ def main(argv: list[str] | None = None) -> dict:
     compile_s = time.perf_counter() - t0
     steps = 0.0
     t0 = time.perf_counter()
-    for _ in range(a.generations):
+    for _ in range(config.generations):
         state, m = update(state)
         steps += float(m["env_steps"])
     dt = time.perf_counter() - t0
     rss = peak_rss_mb()
-    res = {"bench": "rlx ES", "strategy": a.strategy, "env": a.env, "backend": a.backend,
-           "population": a.population, "episode_length": a.episode_length,
+    res = {"bench": "rlx ES", "strategy": config.strategy, "env": config.env, "backend": config.backend,
+           "population": config.population_size, "episode_length": config.episode_length,
            "devices": trainer.mesh.devices.size, "backend_platform": jax.default_backend(),
            "members_per_chunk": chunk,
-           "env_steps_per_s": round(steps / dt, 1), "generations_per_s": round(a.generations / dt, 3),
+           "env_steps_per_s": round(steps / dt, 1), "generations_per_s": round(config.generations / dt, 3),
            "compile_s": round(compile_s, 2), "peak_rss_mb": round(rss, 1),
            "released_host_memory": not a.keep_host_memory,
            "mean_return": round(float(m["return_mean"]), 2)}
     if not a.no_env_only:
         env = build(config, trainer.mesh)[0]
-        same = make_env_only(env, a.population, a.episode_length, trainer.mesh, chunk)
-        whole = make_env_only(env, a.population, a.episode_length, trainer.mesh)
+        same = make_env_only(env, config.population_size, config.episode_length, trainer.mesh, chunk)
+        whole = make_env_only(env, config.population_size, config.episode_length, trainer.mesh)
         same(), whole()  # compile
         # interleaved rounds (ES generation, env-only in both layouts): the ratio is
         # measured under the same machine conditions even when they drift
         spent = {"es": 0.0, "same": 0.0, "whole": 0.0}
         es_steps = 0.0
-        for _ in range(a.generations):
+        for _ in range(config.generations):
             t = time.perf_counter()
             state, m = update(state)
             es_steps += float(m["env_steps"])
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
                 t = time.perf_counter()
                 run()
                 spent[name] += time.perf_counter() - t
-        n = a.generations * a.population * a.episode_length
+        n = config.generations * config.population_size * config.episode_length
         same_rate, whole_rate = n / spent["same"], n / spent["whole"]
         eo = max(same_rate, whole_rate)
         res["env_only_steps_per_s"] = round(eo, 1)
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["interleaved_es_steps_per_s"] = round(es_steps / spent["es"], 1)
         res["fraction_of_env_only"] = round(res["interleaved_es_steps_per_s"] / eo, 3)
     if a.with_anchor:
-        anchor = anchor_measurements(a)
+        anchor = anchor_measurements(a, config)
         res["anchor"] = anchor
         res["anchor_env_steps_per_s"] = anchor["env_steps_per_s"]
         res["anchor_peak_rss_mb"] = anchor["peak_rss_mb"]

@@ -12,6 +12,7 @@ in its own process, as the device count is fixed when JAX starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -48,15 +49,22 @@ def measure(seeds: int, devices: int, total_steps: int) -> dict:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    import argparse
+@dataclasses.dataclass
+class Args:
+    """bench_population's own flags (--total-steps is PPOConfig's)."""
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=int, default=16)
-    p.add_argument("--devices", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--total-steps", type=int, default=200_000, help="env steps per seed")
-    p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # "seeds,devices" (child)
-    args = p.parse_args(argv)
+    seeds: int = 16
+    devices: int = os.cpu_count() or 1
+    case: str | None = None  # internal: "seeds,devices" of one case, in its own process
+
+
+def main(argv: list[str] | None = None) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from experiments import common
+    from rlx.algos.ppo import PPOConfig
+
+    args, _ = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig, run=(),
+                         only=("total_steps",), defaults=dict(total_steps=200_000))
     if args.case:
         seeds, devices = (int(x) for x in args.case.split(","))
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -84,5 +92,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

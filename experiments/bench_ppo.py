@@ -31,6 +31,7 @@ import time
 
 _PROCESS_START = time.time()
 
+import dataclasses
 import json
 import os
 import resource
@@ -42,9 +43,24 @@ ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = ROOT.parent / "shared" / "anchors" / "brax_ppo.sh"
 
 
-def run_rlx(args) -> dict:
-    import dataclasses
+@dataclasses.dataclass
+class Args:
+    """bench_ppo's own flags (--env, --backend, --total-steps are PPOConfig's)."""
 
+    seed: int = 1
+    devices: int | None = None  # default: all (one per core on CPU)
+    with_anchor: bool = False  # also run Brax's PPO, same config
+    rlx_only: bool = False  # internal: the rlx half of --with-anchor, in its own process
+
+
+def bench_config(overrides: dict):
+    """Brax's PPO defaults (rlx.algos.ppo.PRESETS["brax"]) with the flags given."""
+    from rlx.algos import ppo
+
+    return ppo.PPOConfig(**{**ppo.PRESETS["brax"], **overrides})
+
+
+def run_rlx(args, base) -> dict:
     import jax
 
     from rlx import envs, runner
@@ -52,8 +68,6 @@ def run_rlx(args) -> dict:
     from rlx.rollout import random_policy, reset, rollout
 
     ndev = args.devices or len(jax.devices())
-    kw = dict(ppo.PRESETS["brax"], env=args.env, backend=args.backend, total_steps=args.total_steps)
-    base = ppo.PPOConfig(**kw)
     # one agent, data parallel: each device runs 1/ndev of its envs (and of the steps)
     trainer = ppo.make_train(dataclasses.replace(base, data_parallel=ndev),
                              on_update=runner.on_update)
@@ -71,7 +85,7 @@ def run_rlx(args) -> dict:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # env-only throughput: the same envs, random actions, no policy
-    env = envs.make(args.env, backend=args.backend, fresh_reset=False)
+    env = envs.make(base.env, backend=base.backend, fresh_reset=False)
     roll = jax.jit(lambda s, k: rollout(env, random_policy(env), s, k, 1000))
     s = reset(env, key, base.num_envs)
     jax.block_until_ready(roll(s, key))
@@ -79,7 +93,7 @@ def run_rlx(args) -> dict:
     jax.block_until_ready(roll(s, jax.random.fold_in(key, 1)))
     env_only = base.num_envs * 1000 / (time.time() - t)
 
-    return {"bench": "ppo", "impl": "rlx", "env": args.env, "backend": args.backend,
+    return {"bench": "ppo", "impl": "rlx", "env": base.env, "backend": base.backend,
             "devices": ndev, "env_steps": steps[-1], "wall_s": round(res.wall_s, 1),
             "env_steps_per_s": round(sps_with_compile, 1),
             "env_steps_per_s_after_compile": round(sps, 1),
@@ -105,10 +119,10 @@ print(json.dumps({"first_update_s": round(stamps[1][1] - t_start, 1) if len(stam
 """
 
 
-def run_anchor(args) -> dict:
+def run_anchor(args, base) -> dict:
     venv = os.environ.get("BRAX_ANCHOR_VENV", "/tmp/brax-anchor-venv")
     subprocess.run(["bash", str(ANCHOR), "--help"], check=True, capture_output=True)  # builds the venv
-    flags = ["--env", args.env, "--backend", args.backend, "--total-steps", str(args.total_steps),
+    flags = ["--env", base.env, "--backend", base.backend, "--total-steps", str(base.total_steps),
              "--seed", str(args.seed)]
     out = subprocess.run([f"{venv}/bin/python", "-c", _ANCHOR_DRIVER, str(ANCHOR.with_suffix(".py")),
                           *flags], check=True, capture_output=True, text=True).stdout
@@ -119,34 +133,27 @@ def run_anchor(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import argparse
+    sys.path.insert(0, str(ROOT))
+    from experiments import common
+    from rlx.algos.ppo import PPOConfig
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--env", default="reacher")
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--total-steps", type=int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--devices", type=int, default=None, help="default: all (one per core on CPU)")
-    p.add_argument("--with-anchor", action="store_true", help="also run Brax's PPO, same config")
-    p.add_argument("--rlx-only", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig, run=(),
+                                 only=("env", "backend", "total_steps"))
+    base = common.exit_on_value_error(lambda: bench_config(overrides))
 
     if args.rlx_only or not args.with_anchor:
-        sys.path.insert(0, str(ROOT))
-        from experiments import common
-
         common.setup()
-        out = run_rlx(args)
+        out = run_rlx(args, base)
         print(json.dumps(out), flush=True)
         return out
     # rlx in its own process (clean peak memory), then the anchor, back to back
-    cmd = [sys.executable, __file__, "--rlx-only", "--env", args.env, "--backend", args.backend,
-           "--total-steps", str(args.total_steps), "--seed", str(args.seed)]
+    cmd = [sys.executable, __file__, "--rlx-only", "--env", base.env, "--backend", base.backend,
+           "--total-steps", str(base.total_steps), "--seed", str(args.seed)]
     if args.devices:
         cmd += ["--devices", str(args.devices)]
     rlx_out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
                                         cwd=ROOT).stdout.strip().splitlines()[-1])
-    anchor = run_anchor(args)
+    anchor = run_anchor(args, base)
     out = dict(rlx_out)
     out["anchor"] = anchor
     out["speedup_vs_anchor"] = round(rlx_out["env_steps_per_s"] / anchor["train_steps_per_s"], 2)

@@ -21,57 +21,29 @@ import time
 
 from experiments import common
 
-QUICK = dict(buffer_size=32, rollout_length=8, inner_updates=8, num_envs=2,
-             conv=((4, 2, 4), (3, 2, 4)), dense=(8,), policy_layers=(16,), population_size=4,
-             tasks_per_member=1, num_evals=2, eval_tasks=2, eval_envs=2)
+
+@dataclasses.dataclass
+class Args:
+    """experiments.epg's own flags (the EPGConfig fields are flags too; `--env` and
+    `--population` are the old spellings of `--family` and `--population-size`)."""
+
+    total_steps: int = 6_000_000  # env steps of all inner loops; --generations overrides it
+    full: bool = False  # openai/EPG sizes (GPU)
+    seed: int = 0
 
 
-def add_flags(p) -> None:
-    p.add_argument("--full", action="store_true", help="openai/EPG sizes (GPU)")
-    p.add_argument("--population", type=int, default=None, help="ES population (even)")
-    p.add_argument("--tasks-per-member", type=int, default=None)
-    p.add_argument("--generations", type=int, default=None, help="overrides --total-steps")
-    p.add_argument("--inner-updates", type=int, default=None)
-    p.add_argument("--loss-form", default=None, help="free (paper) or pg")
-    p.add_argument("--train-region", default=None,
-                   help="goal region of meta-training (rlx.epg.REGIONS; default right)")
-    p.add_argument("--test-region", default=None, help="OOD goal region (default left)")
-    p.add_argument("--memory-size", type=int, default=None,
-                   help="trainable memory vector fed to the loss (paper's memory unit; 0: off)")
-    p.add_argument("--rtg-feature", action="store_true", default=None,
-                   help="feed the loss each step's normalised return-to-go (rlx option)")
-    p.add_argument("--ppo-coef", type=float, default=None, help="PPO auxiliary weight (0: off)")
-    p.add_argument("--ppo-anneal-frac", type=float, default=None,
-                   help="fraction of generations over which the PPO weight falls to 0")
-    p.add_argument("--ppo-mix", default=None,
-                   help="add: L_phi + alpha L_PPO (default); convex: (1-alpha) L_phi + alpha L_PPO")
-    p.add_argument("--strategy", default=None,
-                   help="outer ES: openai_es (default) or an evosax algorithm (Open_ES, SNES, ...)")
-    p.add_argument("--sigma", type=float, default=None)
-    p.add_argument("--outer-lr", type=float, default=None)
-    p.add_argument("--num-evals", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+def build_config(args, overrides: dict):
+    """EPGConfig: the quick sizes (rlx.epg.QUICK) if --quick, the flags, openai/EPG's sizes
+    under them if --full; generations from --total-steps unless given."""
+    from rlx.epg import QUICK, EPGConfig, openai_epg
 
-
-def build_config(args):
-    from rlx.epg import EPGConfig, openai_epg
-
-    kw = {"family": args.env}
-    if args.quick:
-        kw.update(QUICK)
-    flags = dict(population_size=args.population, tasks_per_member=args.tasks_per_member,
-                 inner_updates=args.inner_updates, loss_form=args.loss_form,
-                 memory_size=args.memory_size, rtg_feature=args.rtg_feature,
-                 ppo_coef=args.ppo_coef,
-                 train_region=args.train_region, test_region=args.test_region,
-                 ppo_anneal_frac=args.ppo_anneal_frac, ppo_mix=args.ppo_mix,
-                 strategy=args.strategy, sigma=args.sigma, outer_lr=args.outer_lr,
-                 num_evals=args.num_evals,
-                 devices=args.devices)
-    kw.update({k: v for k, v in flags.items() if v is not None})
+    kw = dict(QUICK) if args.quick else {}
+    overrides = dict(overrides)
+    generations = overrides.pop("generations", None)
+    kw.update(overrides, devices=args.devices)
     config = openai_epg(**kw) if args.full else EPGConfig(**kw)
-    if args.generations is not None:
-        gens = args.generations
+    if generations is not None:
+        gens = generations
     else:
         per_gen = config.population_size * config.tasks_per_member * config.inner_env_steps
         gens = max(1, math.ceil(args.total_steps / per_gen))
@@ -81,9 +53,11 @@ def build_config(args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env="point_goal", total_steps=6_000_000, seeds=1)
-    add_flags(p)
-    args = p.parse_args(argv)
+    from rlx.epg import EPGConfig
+
+    args, overrides = common.cli(
+        __doc__.split("\n")[0], argv, Args, EPGConfig, defaults=dict(family="point_goal", seeds=1),
+        aliases={"family": ("--env",), "population_size": ("--population",)})
     common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps, 2 * 4 * 2 * 2 * (32 + 8 * 8))
@@ -94,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rlx import distributed, logging, runner
     from rlx.epg import loss_params, make_train, save_loss
 
-    config = common.exit_on_value_error(lambda: build_config(args))
+    config = common.exit_on_value_error(lambda: build_config(args, overrides))
     trainer = common.exit_on_value_error(lambda: make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     t0 = time.time()

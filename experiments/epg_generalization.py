@@ -29,27 +29,22 @@ import time
 
 from experiments import common
 
-# Without --loss: an untrained loss of the sizes `experiments.epg --quick` meta-trains.
-QUICK = dict(buffer_size=32, rollout_length=8, inner_updates=8, num_envs=2,
-             conv=((4, 2, 4), (3, 2, 4)), dense=(8,), policy_layers=(16,), population_size=4,
-             tasks_per_member=1, num_evals=2, eval_tasks=2, eval_envs=2)
 
+@dataclasses.dataclass
+class Args:
+    """experiments.epg_generalization's flags (the config is the loss's own)."""
 
-def add_flags(p) -> None:
-    p.add_argument("--loss", default=None, help="directory written by rlx.epg.save_loss")
-    p.add_argument("--tasks", type=int, default=None, help="tasks per region (default 8, quick 2)")
-    p.add_argument("--points", type=int, default=None, help="evaluations per curve")
-    p.add_argument("--ppo-lrs", default=None, help="comma-separated PPO learning rates")
-    p.add_argument("--full", action="store_true", help="more tasks, seeds and PPO lrs (GPU)")
-    p.add_argument("--seed", type=int, default=0)
+    loss: str | None = None  # directory written by rlx.epg.save_loss
+    total_steps: int | None = None  # env steps per agent (default: the loss's inner lifetime)
+    tasks: int | None = None  # tasks per region (default 8, quick 2)
+    points: int | None = None  # evaluations per curve
+    ppo_lrs: str | None = None  # comma-separated PPO learning rates
+    full: bool = False  # more tasks, seeds and PPO lrs (GPU)
+    seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env=None, total_steps=None, seeds=2)
-    p.add_argument("--total-steps", type=int, default=None,
-                   help="env steps per agent (default: the loss's inner lifetime)")
-    add_flags(p)
-    args = p.parse_args(argv)
+    args, _ = common.cli(__doc__.split("\n")[0], argv, Args)
     common.setup(args)
 
     import jax
@@ -57,12 +52,12 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from rlx import distributed, logging, runner
-    from rlx.epg import EPGConfig, Inner, load_loss, train_ppo, train_with_loss
+    from rlx.epg import QUICK, EPGConfig, Inner, load_loss, train_ppo, train_with_loss
 
     if args.loss:
         phi, config = common.exit_on_value_error(lambda: load_loss(args.loss))
         source = args.loss
-    else:
+    else:  # an untrained loss of the sizes `experiments.epg --quick` meta-trains
         config = EPGConfig(**QUICK) if args.quick else EPGConfig()
         phi = Inner(config).init_loss_params(jax.random.PRNGKey(args.seed))
         source = "untrained (random init; smoke test only)"

@@ -21,72 +21,31 @@ import time
 
 from experiments import common
 
-# Per-env defaults that learn on a CPU budget (flags override them).
-PRESETS = {
-    "brax": dict(population_size=256, sigma=0.02, lr=0.01, weight_decay=0.005,
-                 hidden_layers=(32, 32), num_evals=11, eval_episodes=32),
-    "classic": dict(population_size=64, sigma=0.05, lr=0.05, weight_decay=0.005,
-                    hidden_layers=(16,), num_evals=11, eval_episodes=16),
-}
-QUICK = dict(population_size=16, hidden_layers=(8,), num_evals=3, eval_episodes=2,
-             members_per_chunk=None)
-QUICK_BRAX_EPISODE = 50
+
+@dataclasses.dataclass
+class Args:
+    """experiments.es's own flags (the ESConfig fields are flags too; `--population` and
+    `--hidden` are the old spellings of `--population-size` and `--hidden-layers`)."""
+
+    seed: int = 0  # first seed
 
 
-def add_flags(p) -> None:
-    p.add_argument("--strategy", default="openai_es",
-                   help="openai_es (rlx) or an evosax algorithm: Open_ES, CMA_ES, SNES, xNES, ...")
-    p.add_argument("--population", type=int, default=None, help="population size")
-    p.add_argument("--sigma", type=float, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--episodes-per-member", type=int, default=None)
-    p.add_argument("--episode-length", type=int, default=None)
-    p.add_argument("--backend", default=None, help="Brax backend (default spring)")
-    p.add_argument("--hidden", default=None,
-                   help="hidden layer widths, e.g. 32,32, or 'linear' for a linear policy")
-    p.add_argument("--members-per-chunk", type=int, default=None,
-                   help="members evaluated at once per device (bounds memory)")
-    p.add_argument("--num-evals", type=int, default=None)
-    p.add_argument("--shared-starts", action="store_true",
-                   help="every member meets the same episode starts (default: one set per pair)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
+def build_config(args, overrides: dict):
+    """ESConfig: the env family's preset (rlx.es.PRESETS), the quick sizes, then the flags."""
+    from rlx.es import ESConfig, preset
 
-
-def parse_layers(text: str | None) -> tuple[int, ...] | None:
-    """'32,32' -> (32, 32); 'linear' -> () (a linear policy); None -> None."""
-    if text is None:
-        return None
-    if text.strip().lower() in ("linear", "none", ""):
-        return ()
-    return tuple(int(h) for h in text.split(","))
-
-
-def build_config(args, **overrides):
-    from rlx.envs import BRAX_ENVS
-    from rlx.es import ESConfig
-
-    brax = args.env in BRAX_ENVS
-    kw = dict(PRESETS["brax" if brax else "classic"])
-    if args.quick:
-        kw.update(QUICK)
-        if brax:
-            kw["episode_length"] = QUICK_BRAX_EPISODE
-    flags = dict(population_size=args.population, sigma=args.sigma, lr=args.lr,
-                 weight_decay=args.weight_decay, episodes_per_member=args.episodes_per_member,
-                 episode_length=args.episode_length, backend=args.backend,
-                 members_per_chunk=args.members_per_chunk, num_evals=args.num_evals,
-                 hidden_layers=parse_layers(args.hidden))
-    kw.update({k: v for k, v in flags.items() if v is not None})
-    kw.update(env=args.env, strategy=args.strategy, total_steps=args.total_steps,
-              devices=args.devices, shared_starts=getattr(args, "shared_starts", False), **overrides)
+    kw = preset(args.env, args.quick)
+    kw.update(overrides, total_steps=args.total_steps, devices=args.devices)
     return ESConfig(**kw)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=50_000_000, seeds=1)
-    add_flags(p)
-    args = p.parse_args(argv)
+    from rlx.es import ESConfig
+
+    args, overrides = common.cli(
+        __doc__.split("\n")[0], argv, Args, ESConfig,
+        defaults=dict(env="reacher", total_steps=50_000_000, seeds=1),
+        aliases={"population_size": ("--population",), "hidden_layers": ("--hidden",)})
     multi = common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps, 4 * 16 * 500)
@@ -97,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rlx import distributed, logging, runner
     from rlx.es import make_train, mean_vector
 
-    config = common.exit_on_value_error(lambda: build_config(args))
+    config = common.exit_on_value_error(lambda: build_config(args, overrides))
     trainer = common.exit_on_value_error(lambda: make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     primary = distributed.is_primary()

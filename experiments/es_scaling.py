@@ -23,7 +23,7 @@ summary.json, metrics.csv and scaling.png (with the ideal linear line).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,51 +33,55 @@ import time
 from experiments import common
 
 
-def parse(argv):
-    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=None, seeds=None)
-    p.add_argument("--device-counts", default=None,
-                   help="comma-separated device counts (default: 1, 2, 4, ... up to the cores)")
-    p.add_argument("--population", type=int, default=256)
-    p.add_argument("--episode-length", type=int, default=None)
-    p.add_argument("--sigma", type=float, default=0.02)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--hidden", default="32,32")
-    p.add_argument("--target", type=float, default=None,
-                   help="population mean return to reach (default: per env)")
-    p.add_argument("--max-generations", type=int, default=150)
-    p.add_argument("--timing-generations", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--members-per-chunk", type=int, default=None,
-                   help="members evaluated at once per device, the same for every count "
-                        "(default: auto_chunk of population / max(device counts))")
-    p.add_argument("--pin-cores", action=argparse.BooleanOptionalAction, default=True,
-                   help="CPU: run the D-device worker on D cores only (one device = one core)")
-    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+@dataclasses.dataclass
+class Args:
+    """experiments.es_scaling's own flags (the ESConfig fields are flags too; `--population`
+    and `--hidden` are the old spellings of `--population-size` and `--hidden-layers`;
+    `--members-per-chunk` is the same for every device count, by default `auto_chunk` of
+    population / max(device counts))."""
+
+    device_counts: str | None = None  # comma-separated device counts (default: 1, 2, 4, ... up to the cores)
+    target: float | None = None  # population mean return to reach (default: per env)
+    max_generations: int = 150
+    timing_generations: int = 5
+    seed: int = 0
+    pin_cores: bool = True  # CPU: run the D-device worker on D cores only (one device = one core)
+    worker: int | None = None  # internal: run as the worker with this many devices
+
+
+def parse(argv: list[str] | None):
+    """(flags, ESConfig overrides); the worker's config is ESConfig's defaults, the quick
+    sizes (rlx.es.QUICK) if --quick, then the flags."""
+    from rlx.es import ESConfig
+
+    # set per worker, or not used by a worker's generations
+    fixed = ("devices", "generations", "num_evals", "eval_episodes", "total_steps")
+    return common.cli(__doc__.split("\n")[0], argv, Args, ESConfig, exclude=fixed,
+                      run=("out", "quick", "devices", "no_progress", "coordinator_address",
+                           "num_processes", "process_id"),
+                      defaults=dict(env="reacher"),
+                      aliases={"population_size": ("--population",), "hidden_layers": ("--hidden",)})
 
 
 DEFAULT_TARGET = {"reacher": -120.0, "CartPole-v1": 100.0}
-QUICK = dict(population=16, hidden="8", max_generations=4, timing_generations=1)
+QUICK = dict(max_generations=4, timing_generations=1)  # + rlx.es.QUICK's population and policy
 
 
-def worker(a) -> dict:
+def worker(a, overrides: dict) -> dict:
     """Runs inside a subprocess with `a.worker` XLA devices; returns its measurements."""
     import jax
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from rlx import runner
-    from rlx.es import ESConfig, make_train, mean_vector
+    from rlx.es import make_train, mean_vector
     from rlx.es.evaluate import auto_chunk
 
     counts = [int(c) for c in a.device_counts.split(",")]
-    config = ESConfig(env=a.env, population_size=a.population, sigma=a.sigma, lr=a.lr,
-                      episode_length=a.episode_length,
-                      hidden_layers=tuple(int(h) for h in a.hidden.split(",")),
-                      members_per_chunk=a.members_per_chunk
-                      or auto_chunk(a.population // max(counts)),
-                      devices=a.worker,
-                      generations=1, num_evals=2)
+    config = build_config(a, overrides)
+    config = dataclasses.replace(config, members_per_chunk=config.members_per_chunk
+                                 or auto_chunk(config.population_size // max(counts)),
+                                 devices=a.worker, generations=1, num_evals=2)
     trainer = make_train(config)
     rep = NamedSharding(trainer.mesh, P())
     update = jax.jit(trainer.update, out_shardings=rep, donate_argnums=0)
@@ -121,22 +125,24 @@ def worker(a) -> dict:
             "platform": jax.default_backend()}
 
 
-def run_worker(a, devices: int) -> dict:
+def build_config(a, overrides: dict):
+    """The workers' ESConfig (before its per-worker mesh and chunking)."""
+    from rlx.es import QUICK, ESConfig
+
+    return ESConfig(**{**(QUICK if a.quick else {}), **overrides, "env": a.env})
+
+
+def run_worker(a, argv: list[str], devices: int) -> dict:
     env = dict(os.environ)
     flags = env.get("XLA_FLAGS", "")
     flags = " ".join(f for f in flags.split() if "xla_force_host_platform_device_count" not in f)
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     env["RLX_CPU_DEVICES"] = str(devices)
-    args = [sys.executable, "-m", "experiments.es_scaling", "--out", a.out, "--env", a.env,
-            "--device-counts", a.device_counts, "--population", str(a.population),
-            "--sigma", str(a.sigma), "--lr", str(a.lr), "--hidden", a.hidden,
-            "--target", str(a.target), "--max-generations", str(a.max_generations),
-            "--timing-generations", str(a.timing_generations), "--seed", str(a.seed),
-            "--worker", str(devices)]
-    if a.episode_length:
-        args += ["--episode-length", str(a.episode_length)]
-    if a.members_per_chunk:
-        args += ["--members-per-chunk", str(a.members_per_chunk)]
+    # the same flags (so the same config), with what the parent resolved
+    args = [sys.executable, "-m", "experiments.es_scaling", *argv, "--env", a.env,
+            "--device-counts", a.device_counts, "--target", str(a.target),
+            "--max-generations", str(a.max_generations),
+            "--timing-generations", str(a.timing_generations), "--worker", str(devices)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     pin = None
@@ -179,7 +185,8 @@ def plot(path, results) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    a = parse(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a, overrides = parse(argv)
     common.setup(a, multi_process=False)  # one host: it times its own worker processes
     if a.quick:
         a.env = "CartPole-v1" if a.env == "reacher" else a.env
@@ -191,19 +198,21 @@ def main(argv: list[str] | None = None) -> dict:
         n = os.cpu_count() or 1
         a.device_counts = ",".join(str(1 << i) for i in range(n.bit_length()) if 1 << i <= n)
     if a.worker is not None:
-        res = worker(a)
+        res = worker(a, overrides)
         print(json.dumps(res))
         return res
 
     from rlx import logging
 
     counts = [int(c) for c in a.device_counts.split(",")]
-    if a.population % (2 * max(counts)):
-        print(f"error: population {a.population} must be a multiple of 2 x {max(counts)} devices",
-              file=sys.stderr)
+    config = common.exit_on_value_error(lambda: build_config(a, overrides))
+    common.exit_on_value_error(config.validate)
+    if config.population_size % (2 * max(counts)):
+        print(f"error: population {config.population_size} must be a multiple of 2 x "
+              f"{max(counts)} devices", file=sys.stderr)
         raise SystemExit(2)
     t0 = time.time()
-    results = [run_worker(a, d) for d in counts]
+    results = [run_worker(a, argv, d) for d in counts]
     base = results[0]
     rows = []
     for r in results:
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append({"devices": r["devices"], "generation": g, "time_s": t, "env_steps": s,
                          "return_mean": ret})
     last = results[-1]
-    summary = {"experiment": "es_scaling", "env": a.env, "population": a.population,
+    summary = {"experiment": "es_scaling", "env": a.env, "population": config.population_size,
                "pinned_cores": bool(a.pin_cores),
                "target_return": a.target, "env_steps": last["env_steps_to_target"] or 0.0,
                "wall_s": round(time.time() - t0, 2), "final_return": last["final_return"],

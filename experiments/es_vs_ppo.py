@@ -5,8 +5,8 @@
     python -m experiments.es_vs_ppo --out runs/cp --env CartPole-v1 --ppo-steps 200000 --total-steps 5000000
 
 PPO is rlx's own (`rlx.algos.ppo.make_train` + `rlx.runner.run`, with
-experiments.ppo's presets) trained for --ppo-steps; OpenAI-ES (`rlx.es.make_train`,
-experiments.es's presets) for --total-steps. As in Salimans et al. Table 1,
+rlx.algos.ppo's presets) trained for --ppo-steps; OpenAI-ES (`rlx.es.make_train`,
+rlx.es's presets; every ESConfig field is a flag) for --total-steps. As in Salimans et al. Table 1,
 progress is measured from the starting score: for p in 25/50/75/100 % the target
 is start + p (PPO final - start), and the table gives each method's env steps to
 reach it (linear interpolation between evaluations of the deterministic
@@ -15,6 +15,7 @@ policy) and the ratio ES / PPO. Writes summary.json, metrics.csv, es_vs_ppo.png.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -23,51 +24,37 @@ from experiments import common
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
-# PPO (rlx.algos.ppo.PPOConfig fields): the "default" (Brax) and "classic" (gymnax) presets of
-# experiments.ppo, with its --quick sizes; the clip objective.
-PPO = {
-    "brax": dict(num_envs=64, unroll_length=128, num_minibatches=8, update_epochs=4, lr=3e-4,
-                 gamma=0.95, reward_scaling=5.0, ent_coef=0.0, num_evals=11, eval_envs=32),
-    "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
-                    anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
-                    num_evals=11, eval_envs=32),
-}
-PPO_QUICK = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
-                 eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
-# OpenAI-ES (rlx.es.ESConfig fields): experiments.es's per-env presets and --quick sizes.
-ES = {
-    "brax": dict(population_size=256, sigma=0.02, lr=0.01, weight_decay=0.005,
-                 hidden_layers=(32, 32), num_evals=11, eval_episodes=32),
-    "classic": dict(population_size=64, sigma=0.05, lr=0.05, weight_decay=0.005,
-                    hidden_layers=(16,), num_evals=11, eval_episodes=16),
-}
-ES_QUICK = dict(population_size=16, hidden_layers=(8,), num_evals=3, eval_episodes=2)
-ES_QUICK_BRAX_EPISODE = 50
+
+@dataclasses.dataclass
+class Args:
+    """experiments.es_vs_ppo's own flags; the ES side's ESConfig fields are flags too
+    (`--population` is the old spelling of `--population-size`, `--es-evals` of
+    `--num-evals`, default 21 evaluations for the curve's resolution)."""
+
+    ppo_steps: int = 2_000_000  # PPO env steps per seed
+    seed: int = 0
 
 
 def ppo_config(env: str, total_steps: int, quick: bool):
-    """PPOConfig of the PPO side: the env family's preset (+ quick sizes)."""
-    from rlx.algos.ppo import PPOConfig
+    """PPOConfig of the PPO side: the env family's preset (rlx.algos.ppo.PRESETS, as
+    experiments.ppo picks it) + quick sizes; the clip objective."""
+    from rlx.algos.ppo import PRESETS, QUICK, PPOConfig
     from rlx.envs import BRAX_ENVS
 
-    kw = dict(PPO["brax" if env in BRAX_ENVS else "classic"], **(PPO_QUICK if quick else {}))
+    kw = dict(PRESETS["default" if env in BRAX_ENVS else "classic"], **(QUICK if quick else {}))
     return PPOConfig(**kw, env=env, total_steps=total_steps, objective="clip")
 
 
-def es_config(env: str, total_steps: int, quick: bool, population: int | None, num_evals: int,
-              devices: int | None):
-    """ESConfig of the ES side: OpenAI-ES with the env family's preset (+ quick sizes)."""
-    from rlx.envs import BRAX_ENVS
-    from rlx.es import ESConfig
+def es_config(env: str, total_steps: int, quick: bool, overrides: dict, devices: int | None):
+    """ESConfig of the ES side: OpenAI-ES with the env family's preset (rlx.es.preset)
+    (+ quick sizes), 21 evaluations (quick: 3), then the flags."""
+    from rlx.es import ESConfig, preset
 
-    brax = env in BRAX_ENVS
-    kw = dict(ES["brax" if brax else "classic"])
-    if quick:
-        kw.update(ES_QUICK, **({"episode_length": ES_QUICK_BRAX_EPISODE} if brax else {}))
-    if population is not None:
-        kw["population_size"] = population
-    kw.update(num_evals=num_evals, env=env, strategy="openai_es", total_steps=total_steps,
-              devices=devices)
+    kw = preset(env, quick)
+    if not quick:
+        kw["num_evals"] = 21
+    kw.update(overrides)
+    kw.update(env=env, strategy="openai_es", total_steps=total_steps, devices=devices)
     return ESConfig(**kw)
 
 
@@ -97,17 +84,16 @@ def train(make_train, config, a, out: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=100_000_000, seeds=1)
-    p.add_argument("--ppo-steps", type=int, default=2_000_000, help="PPO env steps per seed")
-    p.add_argument("--population", type=int, default=None, help="ES population")
-    p.add_argument("--es-evals", type=int, default=21, help="ES evaluations (curve resolution)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    from rlx.es import ESConfig
+
+    a, overrides = common.cli(
+        __doc__.split("\n")[0], argv, Args, ESConfig, exclude=("strategy",),
+        defaults=dict(env="reacher", total_steps=100_000_000, seeds=1),
+        aliases={"population_size": ("--population",), "num_evals": ("--es-evals",)})
     common.setup(a)
     if a.quick:
         a.env = "CartPole-v1" if a.env == "reacher" else a.env
-        a.ppo_steps, a.total_steps, a.es_evals = min(a.ppo_steps, 2 * 8 * 32), min(
-            a.total_steps, 4 * 16 * 500), 3
+        a.ppo_steps, a.total_steps = min(a.ppo_steps, 2 * 8 * 32), min(a.total_steps, 4 * 16 * 500)
 
     from rlx import distributed, logging, runner
     from rlx.algos import ppo
@@ -116,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ppo_cfg = common.exit_on_value_error(lambda: ppo_config(a.env, a.ppo_steps, a.quick))
     es_cfg = common.exit_on_value_error(lambda: es_config(a.env, a.total_steps, a.quick,
-                                                          a.population, a.es_evals, a.devices))
+                                                          overrides, a.devices))
     for cfg in (ppo_cfg, es_cfg):  # both before compiling either
         common.exit_on_value_error(cfg.validate)
     t0 = time.time()

@@ -16,44 +16,40 @@ import time
 
 from experiments import common
 
-QUICK = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
-             eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
+
+@dataclasses.dataclass
+class Args:
+    """experiments.ppo's own flags (the PPOConfig fields are flags too)."""
+
+    # rlx.algos.ppo.PRESETS name (default: rlx.algos.ppo.preset_for(env): 'default' for Brax,
+    # 'purejaxrl' for gymnax classic control (PureJaxRL's CartPole config, 500k steps),
+    # 'minatar' for MinAtar (PureJaxRL's, 10M steps), 'classic' for other gymnax envs)
+    preset: str | None = None
+    seed: int = 0  # first seed
 
 
-def build_config(args):
-    from rlx.algos.ppo import PRESETS, PPOConfig, preset_for
+def build_config(args, overrides: dict):
+    """PPOConfig: the preset, the quick sizes if --quick, then the flags given."""
+    from rlx.algos.ppo import PRESETS, QUICK, PPOConfig, preset_for
 
     preset = args.preset or preset_for(args.env)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     kw = dict(PRESETS[preset])
     if args.quick:
         kw.update(QUICK)
-    kw.update(env=args.env, objective=args.objective)
-    if args.total_steps is not None:
+    kw.update(overrides)
+    if args.total_steps is not None:  # else the preset's (purejaxrl 500k, minatar 10M), else 1M
         kw["total_steps"] = args.total_steps
-    if args.backend:
-        kw["backend"] = args.backend
-    if args.episode_length:
-        kw["episode_length"] = args.episode_length
     return PPOConfig(**kw), preset
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from rlx.algos.ppo import PRESETS
+    from rlx.algos.ppo import PPOConfig
 
-    p = common.parser(__doc__.split("\n")[0], env="reacher", total_steps=None, seeds=2)
-    p.add_argument("--total-steps", type=int, default=None,
-                   help="env steps per seed, rounded up to whole evaluation chunks; "
-                        "None: the preset's (purejaxrl 500k, minatar 10M), else 1M")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="hyper-parameter preset, rlx.algos.ppo.PRESETS (default: 'default' for "
-                        "Brax, 'purejaxrl' for gymnax classic control (PureJaxRL's CartPole "
-                        "config, 500k steps), 'minatar' for MinAtar (PureJaxRL's, 10M steps), "
-                        "'classic' for other gymnax envs)")
-    p.add_argument("--objective", default="clip", help="clip | none | kl_fixed | kl_adaptive")
-    p.add_argument("--backend", default=None, help="Brax backend (default spring)")
-    p.add_argument("--episode-length", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    args = p.parse_args(argv)
+    args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig,
+                                 exclude=("axis_name",),
+                                 defaults=dict(env="reacher", total_steps=None, seeds=2))
     common.setup(args)
     if args.quick:
         args.total_steps = min(args.total_steps or 2 * 8 * 32, 2 * 8 * 32)
@@ -65,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rlx.algos import ppo
     from rlx.envs import SOLVED_RETURN
 
-    config, preset = common.exit_on_value_error(lambda: build_config(args))
+    config, preset = common.exit_on_value_error(lambda: build_config(args, overrides))
     trainer = common.exit_on_value_error(lambda: ppo.make_train(config, on_update=runner.on_update))
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     common.exit_on_value_error(lambda: runner.choose_mesh(args.seeds, args.devices))

@@ -76,12 +76,22 @@ def random_policy_return(env_name: str, episode_length: int | None, key) -> floa
     return float(jax.jit(lambda k: random_return(env, k))(key))
 
 
+@dataclasses.dataclass
+class Args:
+    """experiments.ppo_clip_ablation's own flags (PPOConfig's fields other than the env and
+    the swept objective are flags too, over PAPER_PPO)."""
+
+    envs: tuple[str, ...] | None = None  # default: inverted_pendulum reacher (--full: the paper's 7)
+    full: bool = False  # the paper's size: 7 envs, 1M steps, 3 seeds (a GPU job)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env=None, total_steps=300_000, seeds=2)
-    p.add_argument("--envs", nargs="+", default=None, help=f"default: {' '.join(CPU_ENVS)}")
-    p.add_argument("--full", action="store_true",
-                   help="the paper's size: 7 envs, 1M steps, 3 seeds (a GPU job)")
-    args = p.parse_args(argv)
+    from rlx.algos.ppo import PPOConfig
+
+    swept = ("objective", "clip_eps", "kl_beta", "kl_target")
+    args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig,
+                                 exclude=("env", "axis_name", *swept),
+                                 defaults=dict(total_steps=300_000, seeds=2))
     common.setup(args)
     env_names = args.envs or (PAPER_ENVS if args.full else CPU_ENVS)
     if args.full:
@@ -97,8 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     settings = SETTINGS
     members = len(settings) * args.seeds
     t0 = time.time()
-    base_kw = dict(PAPER_PPO, **(QUICK if args.quick else {}))
-    configs = {e: ppo.PPOConfig(env=e, total_steps=args.total_steps, **base_kw) for e in env_names}
+    base_kw = {**PAPER_PPO, **(QUICK if args.quick else {}), **overrides,
+               "total_steps": args.total_steps}
+    configs = {e: ppo.PPOConfig(**{**base_kw, "env": e}) for e in env_names}
     for cfg in configs.values():
         common.exit_on_value_error(cfg.validate)
     common.exit_on_value_error(lambda: runner.choose_mesh(members, args.devices))

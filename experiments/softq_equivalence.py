@@ -21,6 +21,7 @@ Writes summary.json, metrics.csv (curves), grad_check.csv (the table) and PNGs t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -35,27 +36,27 @@ GAMES = ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar", "Freewa
 ALGOS = ("softq", "a2c")
 LABELS = {"softq": "n-step soft Q-learning", "a2c": "A2C (entropy in returns)"}
 
-# Trainer settings shared by both algorithms (fields of rlx.algos.a2c.NStepConfig). The
-# paper's A2C: 5-step updates, entropy coefficient (tau) 0.01. On MinAtar a 2x2 sweep
-# (lr 3e-4 / 1e-3 x tau 0.01 / 0.03, Breakout, 2M steps, both algorithms) put tau 0.01 on
-# a plateau near 5.5 and tau 0.03 at about 9, so the presets use tau 0.03, lr 1e-3.
-_TRAINER = dict(num_envs=64, unroll_length=5, lr=1e-3, tau=0.03, gamma=0.99)
+# Run sizes per preset; the trainer settings both algorithms share (NStepConfig fields, every
+# one a flag) are rlx.algos.a2c.PRESETS of the same name.
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU: 3 games x 2 algorithms x 4 seeds x 3M steps, about 15-25 minutes on 2 cores.
-    "default": dict(games=GAMES[:3], total_steps=3_000_000, seeds=4,
-                    trainer=dict(_TRAINER, policy_layers=(64, 64), value_layers=(64, 64),
-                                 num_evals=16, eval_envs=16),
-                    check_batches=20_000),
+    "default": dict(games=GAMES[:3], total_steps=3_000_000, seeds=4, check_batches=20_000),
     # GPU: the paper's figure scaled to MinAtar, all five games.
-    "full": dict(games=GAMES, total_steps=10_000_000, seeds=8,
-                 trainer=dict(_TRAINER, num_envs=256, policy_layers=(256, 256),
-                              value_layers=(256, 256), num_evals=41, eval_envs=64),
-                 check_batches=100_000),
-    "quick": dict(games=GAMES[:1], total_steps=2 * 8 * 5 * 4, seeds=2,
-                  trainer=dict(_TRAINER, num_envs=8, policy_layers=(16,),
-                               value_layers=(16,), num_evals=3, eval_envs=4),
-                  check_batches=2_000, check_only=(3, "kl")),
+    "full": dict(games=GAMES, total_steps=10_000_000, seeds=8, check_batches=100_000),
+    "quick": dict(games=GAMES[:1], total_steps=2 * 8 * 5 * 4, seeds=2, check_batches=2_000,
+                  check_only=(3, "kl")),
 }
+
+
+@dataclasses.dataclass
+class Args:
+    """experiments.softq_equivalence's own flags (the shared NStepConfig fields are flags too)."""
+
+    full: bool = False  # GPU config: 5 games, 10M steps, 8 seeds, 256-wide networks
+    env: tuple[str, ...] | None = None  # MinAtar games (default: the preset's)
+    check_batches: int | None = None  # batches for the in-expectation check (default: the preset's)
+    skip_training: bool = False  # only the gradient check
+    seed: int = 0  # first seed
 
 
 # ---- Part 1: the gradient identity (rlx.softq_identity) -----------------------------------------
@@ -95,20 +96,16 @@ def make_trainer(algo: str, game: str, total_steps: int, trainer_kw: dict, on_up
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser(__doc__.split("\n")[0], env=None, total_steps=None, seeds=None)
-    p.add_argument("--full", action="store_true",
-                   help="GPU config: 5 games, 10M steps, 8 seeds, 256-wide networks")
-    p.add_argument("--env", nargs="+", default=None, help="MinAtar games (default: the preset's)")
-    p.add_argument("--total-steps", type=int, default=None, help="env steps per seed and run")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per run, trained as one program")
-    p.add_argument("--check-batches", type=int, default=None,
-                   help="batches for the in-expectation check")
-    p.add_argument("--skip-training", action="store_true", help="only the gradient check")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    args = p.parse_args(argv)
+    from rlx.algos.a2c import PRESETS as TRAINER_PRESETS
+    from rlx.algos.a2c import NStepConfig
+
+    args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, NStepConfig,
+                                 defaults=dict(seeds=None))
     common.setup(args)
     preset = "quick" if args.quick else "full" if args.full else "default"
-    cfg = PRESETS[preset]
+    cfg = dict(PRESETS[preset], trainer=dict(TRAINER_PRESETS[preset]))
+    overrides.pop("total_steps", None)
+    cfg["trainer"].update(overrides)
     games = tuple(args.env or cfg["games"])
     total_steps = args.total_steps or cfg["total_steps"]
     seeds = args.seeds or cfg["seeds"]

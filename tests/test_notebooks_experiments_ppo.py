@@ -27,6 +27,11 @@ def test_experiment_quick(module, tmp_path):
 def test_ppo_cli_rejects_bad_input(tmp_path, capsys):
     from experiments import ppo
 
+    for bad in (["--total-steps", "abc"], ["--clip-eps"], ["--no-such-flag"], []):
+        with pytest.raises(SystemExit) as e:  # a flag tyro rejects: one line, exit 2
+            ppo.main(([] if bad == [] else ["--out", str(tmp_path)]) + bad)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
     with pytest.raises(SystemExit) as e:
         ppo.main(["--out", str(tmp_path), "--env", "nope", "--no-progress"])
     assert e.value.code == 2

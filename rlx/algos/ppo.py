@@ -353,6 +353,9 @@ PRESETS: dict[str, dict] = {
                     value_layers=(64, 64), activation="relu", normalize_observations=False,
                     total_steps=10_000_000, num_evals=11, eval_envs=32),
 }
+# Tiny sizes on top of any preset (`--quick`: tests and smoke runs).
+QUICK: dict = dict(num_envs=8, unroll_length=32, num_minibatches=2, update_epochs=2, num_evals=3,
+                   eval_envs=4, policy_layers=(16, 16), value_layers=(16, 16), episode_length=100)
 CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1",
                    "MountainCarContinuous-v0")
 

@@ -11,12 +11,12 @@ and `REGIONS` are re-exported here.
 """
 
 from rlx.epg.api import load_loss, ppo_config, save_loss, train_ppo, train_with_loss
-from rlx.epg.config import EPGConfig, openai_epg
+from rlx.epg.config import QUICK, EPGConfig, openai_epg
 from rlx.epg.inner import Inner
 from rlx.epg.loss_net import EPGLossNet
 from rlx.envs.tasks import REGIONS, TaskFamily
 from rlx.epg.trainer import EPGState, loss_params, make_train, ppo_weight
 
-__all__ = ["EPGConfig", "openai_epg", "Inner", "EPGLossNet", "TaskFamily", "REGIONS", "EPGState",
-           "make_train", "loss_params", "ppo_weight", "save_loss", "load_loss", "train_with_loss",
+__all__ = ["EPGConfig", "openai_epg", "QUICK", "Inner", "EPGLossNet", "TaskFamily", "REGIONS",
+           "EPGState", "make_train", "loss_params", "ppo_weight", "save_loss", "load_loss", "train_with_loss",
            "train_ppo", "ppo_config"]

@@ -158,4 +158,10 @@ def openai_epg(**overrides) -> EPGConfig:
     return EPGConfig(**kw)
 
 
-__all__ = ["EPGConfig", "openai_epg"]
+# Tiny sizes (`experiments.epg --quick`, `epg_generalization`/`bench_epg --quick`, the notebook).
+QUICK: dict = dict(buffer_size=32, rollout_length=8, inner_updates=8, num_envs=2,
+                   conv=((4, 2, 4), (3, 2, 4)), dense=(8,), policy_layers=(16,), population_size=4,
+                   tasks_per_member=1, num_evals=2, eval_tasks=2, eval_envs=2)
+
+
+__all__ = ["EPGConfig", "openai_epg", "QUICK"]

@@ -12,9 +12,9 @@ from rlx.es.openai_es import (Members, OpenAIES, OpenAIESParams, OpenAIESState, 
                               centered_ranks, noise, weighted_noise_sum)
 from rlx.es.loop import SearchState, SearchTrainer, make_trainer, mean_vector
 from rlx.es.strategies import make_strategy
-from rlx.es.trainer import ESConfig, ESState, make_policy, make_train
+from rlx.es.trainer import PRESETS, QUICK, ESConfig, ESState, make_policy, make_train, preset
 
 __all__ = ["Evaluator", "EvalOut", "Members", "OpenAIES", "OpenAIESParams", "OpenAIESState",
            "antithetic_members", "centered_ranks", "noise", "weighted_noise_sum", "make_strategy",
            "SearchState", "SearchTrainer", "make_trainer", "mean_vector", "ESConfig", "ESState",
-           "make_policy", "make_train"]
+           "PRESETS", "QUICK", "preset", "make_policy", "make_train"]

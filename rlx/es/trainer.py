@@ -28,6 +28,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from rlx import population as pop_lib
+from rlx.envs import BRAX_ENVS
 from rlx.envs import make as make_env
 from rlx.envs import normalize as obs_norm
 from rlx.envs import validate_env_name
@@ -103,6 +104,29 @@ class ESConfig:
         return OpenAIESParams(sigma=jnp.asarray(self.sigma, jnp.float32),
                               weight_decay=jnp.asarray(self.weight_decay, jnp.float32))
 
+
+
+# Per-env-family ESConfig overrides that learn on a CPU budget (`experiments.es`, `es_vs_ppo`).
+PRESETS: dict[str, dict] = {
+    "brax": dict(population_size=256, sigma=0.02, lr=0.01, weight_decay=0.005,
+                 hidden_layers=(32, 32), num_evals=11, eval_episodes=32),
+    "classic": dict(population_size=64, sigma=0.05, lr=0.05, weight_decay=0.005,
+                    hidden_layers=(16,), num_evals=11, eval_episodes=16),
+}
+# Tiny sizes on top of a preset (`--quick`: tests and smoke runs); Brax episodes shortened.
+QUICK: dict = dict(population_size=16, hidden_layers=(8,), num_evals=3, eval_episodes=2)
+QUICK_BRAX_EPISODE_LENGTH = 50
+
+
+def preset(env: str, quick: bool = False) -> dict:
+    """The ESConfig overrides for `env`: its family's preset (Brax or gymnax), plus `QUICK`."""
+    brax = env in BRAX_ENVS
+    kw = dict(PRESETS["brax" if brax else "classic"])
+    if quick:
+        kw.update(QUICK)
+        if brax:
+            kw["episode_length"] = QUICK_BRAX_EPISODE_LENGTH
+    return kw
 
 @struct.dataclass
 class ESState(SearchState):
@@ -196,5 +220,5 @@ def policy_fn(config: ESConfig, env: Env):
     return act_state
 
 
-__all__ = ["ESConfig", "ESState", "make_train", "make_policy", "build", "fitness_metrics",
-           "policy_fn", "mean_vector"]
+__all__ = ["ESConfig", "ESState", "PRESETS", "QUICK", "preset", "make_train", "make_policy",
+           "build", "fitness_metrics", "policy_fn", "mean_vector"]
