@@ -268,8 +268,10 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
                          f"{trainer.updates_per_eval} updates per evaluation")
     init = population.pmap_population(trainer.init, mesh, axis, axis_name=name)
     evaluate = population.pmap_population(trainer.evaluate, mesh, axis, axis_name=name)
-    updates = population.pmap_population(lambda s: trainer.run_updates(s, per_call), mesh, axis,
-                                         donate=True, axis_name=name)
+    def run_updates(state: Any) -> tuple[Any, Any]:
+        return trainer.run_updates(state, per_call)
+
+    updates = population.pmap_population(run_updates, mesh, axis, donate=True, axis_name=name)
     seconds = {}
     t = time.time()
     lowered_init = init.lower(keys, hparams)
