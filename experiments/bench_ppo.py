@@ -20,6 +20,9 @@ added back (`updates_compile_s`; the rate without it is
 measured as the anchor's is: from the start of the process (imports included)
 to the evaluation after the first update; `compile_s` from the start of the run
 (after imports and env construction) to the end of the first update.
+`first_update_s_cold` / `first_update_s_warm`: the same, for a first process on a fresh
+JAX compilation cache and a second one on the cache the first filled (every other number is
+the cold run's; `anchor_first_update_s` is Brax's, which compiles without a cache).
 `peak_rss_mb` is taken when training ends, before the env-only measurement. One
 agent's envs are split over the devices (data parallel, gradients averaged): on
 CPU one device per core.
@@ -141,24 +144,40 @@ def main(argv: list[str] | None = None) -> dict:
                                  only=("env", "backend", "total_steps"))
     base = common.exit_on_value_error(lambda: bench_config(overrides))
 
-    if args.rlx_only or not args.with_anchor:
+    if args.rlx_only:
         common.setup()
         out = run_rlx(args, base)
         print(json.dumps(out), flush=True)
         return out
-    # rlx in its own process (clean peak memory), then the anchor, back to back
+    # rlx in its own process (clean peak memory), twice on one fresh compilation cache (cold,
+    # then warm: its programs come from the cache), then the anchor, back to back
     cmd = [sys.executable, __file__, "--rlx-only", "--env", base.env, "--backend", base.backend,
            "--total-steps", str(base.total_steps), "--seed", str(args.seed)]
     if args.devices:
         cmd += ["--devices", str(args.devices)]
-    rlx_out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                        cwd=ROOT).stdout.strip().splitlines()[-1])
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rlx-bench-cache-") as cache:
+        env = {**os.environ, "RLX_COMPILATION_CACHE": cache}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        cold, warm = (json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                                cwd=ROOT, env=env).stdout.strip().splitlines()[-1])
+                      for _ in range(2))
+    rlx_out = dict(cold, first_update_s_cold=cold["first_update_s"],
+                   first_update_s_warm=warm["first_update_s"], compile_s_warm=warm["compile_s"])
+    if not args.with_anchor:
+        print(json.dumps(rlx_out), flush=True)
+        return rlx_out
     anchor = run_anchor(args, base)
     out = dict(rlx_out)
     out["anchor"] = anchor
     out["speedup_vs_anchor"] = round(rlx_out["env_steps_per_s"] / anchor["train_steps_per_s"], 2)
+    out["anchor_first_update_s"] = anchor.get("first_update_s")
     out["first_update_ratio_vs_anchor"] = (
         round(rlx_out["first_update_s"] / anchor["first_update_s"], 2)
+        if anchor.get("first_update_s") else None)
+    out["first_update_warm_ratio_vs_anchor"] = (
+        round(rlx_out["first_update_s_warm"] / anchor["first_update_s"], 2)
         if anchor.get("first_update_s") else None)
     out["memory_ratio_vs_anchor"] = round(rlx_out["peak_rss_mb"] / anchor["peak_rss_mb"], 2)
     print(json.dumps(out), flush=True)

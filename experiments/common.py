@@ -16,19 +16,21 @@ import typing
 from typing import Any
 
 from rlx import distributed
-from rlx.population import configure_cpu_devices
+from rlx.population import configure_compilation_cache, configure_cpu_devices
 
 
 def setup(args: argparse.Namespace | None = None, *, multi_process: bool = True) -> bool:
     """Call in `main` right after parsing, before JAX touches a device: one XLA host device
-    per core unless XLA_FLAGS says otherwise, then join the multi-process run that `args`
-    (or the environment) configures. Sets `args.multi_process`, and `args.no_progress` on
+    per core unless XLA_FLAGS says otherwise, JAX's persistent compilation cache (on unless
+    RLX_COMPILATION_CACHE=0; `rlx.population.configure_compilation_cache`), then join the
+    multi-process run that `args` (or the environment) configures. Sets `args.multi_process`, and `args.no_progress` on
     processes other than 0; returns whether this is a multi-process run.
 
     `multi_process=False` (an experiment that runs its own worker processes) refuses a
     multi-process setting with a one-line error.
     """
     configure_cpu_devices()
+    configure_compilation_cache()
     flags = ((args.coordinator_address, args.num_processes, args.process_id)
              if args is not None else (None, None, None))
     if multi_process:

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
                    len({r["params_digest"] for r in results}) == 1,
                "scaling": results}
     logging.write_json(f"{a.out}/summary.json", summary)
-    logging.write_csv(f"{a.out}/metrics.csv", rows)
+    logging.write_metrics(a.out, rows)
     plot(f"{a.out}/scaling.png", results)
     for r in results:
         print(f"{r['devices']} devices: {r['sec_per_generation']:.3f} s/generation "

@@ -1,11 +1,13 @@
-"""Host-side outputs of an experiment: summary.json, metrics.csv and PNG plots
-(learning curves with their spread over seeds, score bars; matplotlib's Agg backend)."""
+"""Host-side outputs of an experiment: summary.json, metrics.csv (and the same scalars as
+TensorBoard event files under tb/) and PNG plots (learning curves with their spread over
+seeds, score bars; matplotlib's Agg backend)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +46,75 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict]) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: _jsonable(v) for k, v in r.items()})
+
+
+# Columns that place a row in time, in order of preference: the first one a row has is its step.
+STEP_COLUMNS = ("env_step", "env_steps", "update", "generation", "point")
+TB_DIR = "tb"
+
+
+def _is_number(v: Any) -> bool:
+    """An int or float (Python or NumPy, 0-d arrays included); not a bool, string or list."""
+    if isinstance(v, (bool, str, bytes)) or v is None:
+        return False
+    try:
+        a = np.asarray(v)
+    except Exception:  # noqa: BLE001 - anything NumPy cannot take is not a number
+        return False
+    return a.ndim == 0 and np.issubdtype(a.dtype, np.number)
+
+
+def _tag_part(v: Any) -> str:
+    """A tag component TensorBoard keeps as is (its allowed characters: letters, digits, _-.)."""
+    return re.sub(r"[^-\w.]", "_", str(v))
+
+
+def scalar_tags(row: Mapping[str, Any]) -> tuple[int | None, dict[str, float]]:
+    """The step and the TensorBoard scalars of one metrics.csv row: `(step, {tag: value})`.
+
+    One scalar per numeric column (the step column, the first of `STEP_COLUMNS` the row
+    has, excluded; step None without one), tagged
+    `kind/<identity values>/<column>/member_<member>`: `kind` and `member` where the row has
+    them, the identity values being its other non-numeric columns in order (e.g. env, algo),
+    e.g. `train/episode_return/member_0` or `eval/reacher/clip/eval_return/member_1`.
+    """
+    step_col = next((c for c in STEP_COLUMNS if c in row and _is_number(row[c])), None)
+    ident = [_tag_part(v) for k, v in row.items()
+             if k not in ("kind", "member") and not _is_number(v) and v is not None]
+    prefix = ([_tag_part(row["kind"])] if "kind" in row else []) + ident
+    suffix = [f"member_{_tag_part(row['member'])}"] if "member" in row else []
+    scalars = {"/".join(prefix + [_tag_part(k)] + suffix): float(v) for k, v in row.items()
+               if k != step_col and k != "member" and _is_number(v)}
+    return (int(row[step_col]) if step_col else None), scalars
+
+
+def write_tensorboard(log_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`rows` (metrics.csv's) as TensorBoard scalars (`scalar_tags`) in one event file under
+    `log_dir`; earlier event files there are removed (the directory mirrors metrics.csv).
+    A row without a step column is logged at its index."""
+    from tensorboardX import SummaryWriter
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for old in log_dir.glob("events.out.tfevents.*"):
+        old.unlink()
+    writer = SummaryWriter(str(log_dir), flush_secs=3600)
+    try:
+        for i, row in enumerate(rows):
+            step, scalars = scalar_tags(row)
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, i if step is None else step)
+    finally:
+        writer.close()
+
+
+def write_metrics(out_dir: str | os.PathLike, rows: Sequence[dict], *,
+                  tensorboard: bool = True) -> None:
+    """An experiment's metrics: `out_dir/metrics.csv` (`write_csv`) and, with `tensorboard`,
+    the same scalars as TensorBoard event files under `out_dir/tb/` (`write_tensorboard`)."""
+    write_csv(Path(out_dir) / "metrics.csv", rows)
+    if tensorboard:
+        write_tensorboard(Path(out_dir) / TB_DIR, rows)
 
 
 def curve_rows(result: Any, labels: Sequence[str] | None = None,
@@ -221,6 +292,7 @@ def chunk_episode_means(returns_sum: np.ndarray, counts: np.ndarray, chunks: int
     return s / np.maximum(c, 1.0)
 
 
-__all__ = ["write_json", "write_csv", "curve_rows", "plot_panels", "plot_curves", "plot_bars",
+__all__ = ["write_json", "write_csv", "write_metrics", "write_tensorboard", "scalar_tags",
+           "curve_rows", "plot_panels", "plot_curves", "plot_bars",
            "last_episodes_mean", "chunk_episode_means",
            "cumulative_env_steps"]

@@ -31,32 +31,88 @@ class TrainingDiverged(RuntimeError):
     """Training produced NaN; the message names the update, the checkpoint is kept."""
 
 
-# ---- progress: trainers call `on_update` through jax.debug.callback ----------------------
+# ---- progress: streamed from the host between compiled calls ------------------------------
 
 class _Progress:
-    def __init__(self):
-        self.bar = None
-        self.last = 0
-        self.first_update_time: float | None = None
+    """The progress bar's numbers, fed by the runner from each compiled call's train metrics.
 
-    def __call__(self, update: Any, episode_return: Any) -> None:
-        u = int(np.max(np.asarray(update)))
+    train_return: the stochastic (training) policy's return, a running mean over the last
+    `window` finished episodes of all members (from `episode_return_sum` / `episode_count`;
+    absent until an episode has finished). pop_return: a search's (ES, EPG) population mean
+    return in its last generation. eval_return: the deterministic policy's mean at the last
+    evaluation. env_steps/s: env steps of all members since the loop started per second.
+    """
+
+    def __init__(self, window: int = 100):
+        self.window = window
+        self.reset(None, 0)
+
+    def reset(self, bar: Any, done_updates: int) -> None:
+        self.bar = bar
+        self.last = done_updates
+        self.first_update_time: float | None = None
+        self.loop_start = time.time()
+        self.env_steps = 0.0
+        self.episodes: list[tuple[float, float]] = []  # (return sum, count) per update, newest last
+        self.pop_return: float | None = None
+        self.eval_return: float | None = None
+
+    def record(self, updates_done: int, train: dict[str, np.ndarray], env_steps: float) -> None:
+        """`train[name]` `[members, k]`: the metrics of the k updates that just finished, after
+        which `updates_done` updates are done; `env_steps`: their env steps, all members."""
         if self.first_update_time is None:
             self.first_update_time = time.time()
-        if self.bar is not None and u > self.last:
-            self.bar.update(u - self.last)
-            r = np.asarray(episode_return)
-            if np.isfinite(r).any():
-                self.bar.set_postfix(train_return=f"{np.nanmean(r):.2f}", refresh=False)
-            self.last = u
+        self.env_steps += env_steps
+        if "episode_return_sum" in train and "episode_count" in train:
+            sums = np.asarray(train["episode_return_sum"], np.float64).sum(0)
+            counts = np.asarray(train["episode_count"], np.float64).sum(0)
+            self.episodes += [(float(a), float(c)) for a, c in zip(sums, counts) if c > 0]
+            while len(self.episodes) > 1 and sum(c for _, c in self.episodes[1:]) >= self.window:
+                self.episodes.pop(0)
+        elif "return_mean" in train:
+            last = np.asarray(train["return_mean"], np.float64)[:, -1]
+            if np.isfinite(last).any():
+                self.pop_return = float(np.nanmean(last))
+        self._show(updates_done)
+
+    def record_eval(self, eval_return: Any) -> None:
+        r = np.asarray(eval_return, np.float64)
+        self.eval_return = float(np.nanmean(r)) if np.isfinite(r).any() else None
+        self._show(self.last)
+
+    def postfix(self) -> dict[str, str]:
+        """What the bar shows after the count (see the class docstring)."""
+        out = {}
+        if self.episodes:
+            total = sum(c for _, c in self.episodes)
+            out["train_return(stoch)"] = (f"{sum(s for s, _ in self.episodes) / total:.2f}"
+                                          f" [{int(total)} ep]")
+        if self.pop_return is not None:
+            out["pop_return"] = f"{self.pop_return:.2f}"
+        if self.eval_return is not None:
+            out["eval_return(det)"] = f"{self.eval_return:.2f}"
+        dt = time.time() - self.loop_start
+        if self.env_steps and dt > 0:
+            out["env_steps/s"] = f"{self.env_steps / dt:,.0f}"
+        return out
+
+    def _show(self, updates_done: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix(), refresh=False)
+            if updates_done > self.last:
+                self.bar.update(updates_done - self.last)
+        self.last = max(self.last, updates_done)
 
 
 PROGRESS = _Progress()
 
 
 def on_update(update: Any, episode_return: Any) -> None:
-    """Host-side hook for `make_train(..., on_update=rlx.runner.on_update)`."""
-    PROGRESS(update, episode_return)
+    """Accepted by every `make_train(..., on_update=...)` for compatibility and compiles no
+    callback (`host_side`): `run` streams progress from the host between compiled calls."""
+
+
+on_update.host_side = True  # type: ignore[attr-defined]
 
 
 # ---- results -------------------------------------------------------------------------------
@@ -180,20 +236,42 @@ def _stack(chunks: list[dict]) -> dict[str, np.ndarray]:
                                for c in chunks]) for k in chunks[0]}
 
 
+# Fewest env steps (per member) one call of the updates program runs: fewer updates per call
+# stream progress more often, more amortise the call's dispatch.
+MIN_STEPS_PER_CALL = 4096
+
+
+def updates_per_call(trainer: Trainer, min_steps: int = MIN_STEPS_PER_CALL) -> int:
+    """Updates in one call of the updates program: the smallest divisor k of
+    `updates_per_eval` with k * steps_per_update >= `min_steps` (else all of them)."""
+    upe = trainer.updates_per_eval
+    return next((k for k in range(1, upe + 1)
+                 if upe % k == 0 and k * trainer.steps_per_update >= min_steps), upe)
+
+
 def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
-                     axis: str | None) -> tuple[tuple[Any, Any, Any], dict[str, float]]:
+                     axis: str | None, per_call: int | None = None
+                     ) -> tuple[tuple[Any, Any, Any], dict[str, float]]:
     """(init, evaluate, updates) of the population, compiled ahead of time, and the
     seconds each took to lower and compile.
 
-    `updates` runs `updates_per_eval` updates (donating its state); a chunk is one
-    call of it and one of `evaluate`, so the evaluation is compiled once. Calls
-    take arguments placed as `population.shard` places them (`axis=None`: replicated).
+    `updates` runs `per_call` updates (default `updates_per_eval`; donating its state); a
+    chunk is `updates_per_eval / per_call` calls of it and one of `evaluate`, so the
+    evaluation is compiled once. No program holds a host callback (JAX's persistent
+    compilation cache can keep them all). Calls take arguments placed as
+    `population.shard` places them (`axis=None`: replicated).
     """
     name = trainer.axis_name
+    per_call = trainer.updates_per_eval if per_call is None else per_call
+    if per_call < 1 or trainer.updates_per_eval % per_call:
+        raise ValueError(f"updates per call {per_call} does not divide the "
+                         f"{trainer.updates_per_eval} updates per evaluation")
     init = population.pmap_population(trainer.init, mesh, axis, axis_name=name)
     evaluate = population.pmap_population(trainer.evaluate, mesh, axis, axis_name=name)
-    updates = population.pmap_population(trainer.run_updates, mesh, axis, donate=True,
-                                         axis_name=name)
+    def run_updates(state: Any) -> tuple[Any, Any]:
+        return trainer.run_updates(state, per_call)
+
+    updates = population.pmap_population(run_updates, mesh, axis, donate=True, axis_name=name)
     seconds = {}
     t = time.time()
     lowered_init = init.lower(keys, hparams)
@@ -210,7 +288,7 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
 def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = None, *,
         hparams: Any = None, devices: int | None = None, checkpoint: bool = True,
         progress: bool = True, stop_after_chunks: int | None = None,
-        release_memory: bool = True) -> RunResult:
+        release_memory: bool = True, per_call: int | None = None) -> RunResult:
     """Train `len(keys)` members as one sharded program, chunk by chunk.
 
     keys: `[members, 2]` PRNG keys (one per seed/member). hparams: one set for all
@@ -225,7 +303,11 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     recompile on their next call).
 
     Three programs are compiled ahead of time (`compile_programs`): init, evaluate and
-    `updates_per_eval` updates; a chunk is one call of the last two.
+    `per_call` updates (default `updates_per_call(trainer)`; any divisor of
+    `updates_per_eval` gives the same results); a chunk is `updates_per_eval / per_call`
+    calls of the last and one of evaluate. Between calls the host updates the progress bar
+    (`progress`) from the train metrics: no program holds a host callback, so all of them can
+    come from JAX's persistent compilation cache (`rlx.population.configure_compilation_cache`).
 
     Multi-process (after `rlx.distributed.initialize`; every process calls `run` alike):
     the members are sharded over every process's devices, the metrics are gathered on
@@ -246,12 +328,13 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
     ckpt = None
     if out_dir is not None and checkpoint:  # refuses another run's checkpoints, before compiling
         ckpt = RunCheckpoints(Path(out_dir) / "checkpoints", fingerprint(trainer, keys, hparams))
+    per_call = updates_per_call(trainer) if per_call is None else per_call
     t_start = time.time()
-    PROGRESS.first_update_time = None
+    PROGRESS.reset(None, 0)
     if release_memory:
         memory.release_host_memory()
     (init, evaluate, updates), compile_times = compile_programs(trainer, keys, hparams, mesh,
-                                                                axis)
+                                                                axis, per_call)
     num_chunks = trainer.num_evals - 1
     state = init(*population.shard((keys, hparams), mesh, axis))
     if release_memory:
@@ -268,18 +351,20 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
         train_chunks, done_chunks = [], 0
     eval_times = [time.time() - t_start]
 
-    PROGRESS.last = done_chunks * trainer.updates_per_eval
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=trainer.num_updates, initial=PROGRESS.last, unit="update", dynamic_ncols=True)
-    PROGRESS.bar = bar
+        bar = tqdm(total=trainer.num_updates, initial=done_chunks * trainer.updates_per_eval,
+                   unit="update", dynamic_ncols=True)
+    PROGRESS.reset(bar, done_chunks * trainer.updates_per_eval)
+    PROGRESS.record_eval(np.asarray(eval_chunks[-1].get("eval_return", [np.nan])))
     try:
         for c in range(done_chunks, num_chunks):
             if stop_after_chunks is not None and c - done_chunks >= stop_after_chunks:
                 break
-            new_state, train_m = updates(state)
+            new_state, train_m = _run_chunk(updates, state, trainer, per_call, members,
+                                            c * trainer.updates_per_eval)
             eval_m = evaluate(new_state)
             train_m, eval_m = _to_lists(train_m), _to_lists(eval_m)
             if not (_no_nan(new_state) and _no_nan(train_m)):
@@ -294,9 +379,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
             train_chunks.append(train_m)
             eval_chunks.append(eval_m)
             eval_times.append(time.time() - t_start)
-            if bar is not None:
-                ret = np.mean(eval_m.get("eval_return", [np.nan]))
-                bar.set_postfix(eval_return=f"{ret:.2f}")
+            PROGRESS.record_eval(np.asarray(eval_m.get("eval_return", [np.nan])))
             if ckpt is not None:
                 ckpt.save(c + 1, state, {"train": train_chunks, "eval": eval_chunks})
     finally:
@@ -316,10 +399,35 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
                      steps_per_update=trainer.steps_per_update)
 
 
+def _run_chunk(updates: Any, state: Any, trainer: Trainer, per_call: int, members: int,
+               done: int) -> tuple[Any, dict[str, np.ndarray]]:
+    """`updates_per_eval` updates as calls of `updates` (`per_call` updates each) after `done`
+    updates; returns the new state and the train metrics `[members, updates_per_eval]` on the
+    host. Each call is dispatched before the previous call's metrics are read (and shown)."""
+    parts: list[dict[str, np.ndarray]] = []
+
+    def read(metrics: dict, upto: int) -> None:
+        host = {k: np.asarray(_to_host(v)).reshape(members, per_call) for k, v in metrics.items()}
+        steps = (float(host["env_steps"].sum()) if "env_steps" in host
+                 else float(per_call * trainer.steps_per_update * members))
+        PROGRESS.record(upto, host, steps)
+        parts.append(host)
+
+    pending = None
+    for j in range(trainer.updates_per_eval // per_call):
+        state, metrics = updates(state)
+        if pending is not None:
+            read(pending, done + j * per_call)
+        pending = metrics
+    read(pending, done + trainer.updates_per_eval)
+    return state, {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+
+
 def _first_bad_update(train_m: dict) -> int:
     arr = np.stack([np.asarray(v, np.float64).mean(-1) for v in train_m.values()])
     bad = np.isnan(arr).any(0)
     return int(np.argmax(bad)) if bad.any() else len(bad) - 1
 
 
-__all__ = ["run", "RunResult", "TrainingDiverged", "on_update", "params_digest", "choose_mesh"]
+__all__ = ["run", "RunResult", "TrainingDiverged", "on_update", "params_digest", "choose_mesh",
+           "updates_per_call", "compile_programs"]

@@ -26,9 +26,13 @@ def report(on_update: Callable[[jax.Array, jax.Array], None] | None, index: jax.
     return: right after the rollout, before the SGD epochs), so progress bars and
     first-update timings would run ahead of training. One element of every leaf
     of `after` is passed along (and ignored) to make the call wait for all of it.
+
+    A program with a host callback is never stored in JAX's persistent compilation cache,
+    so a hook marked `host_side` (`rlx.runner.on_update`) compiles nothing: the runner
+    shows progress from the host between compiled calls instead.
     """
-    if on_update is None:
-        return
+    if on_update is None or getattr(on_update, "host_side", False):
+        return  # no hook, or the runner's (it streams progress from the host between calls)
     witness = [x.reshape(-1)[:1] for x in jax.tree.leaves(after) if x.size]
     jax.debug.callback(lambda i, v, _: on_update(i, v), index, value, witness)
 
@@ -70,10 +74,11 @@ class Trainer:
     def total_env_steps(self) -> int:
         return self.num_updates * self.steps_per_update
 
-    def run_updates(self, state: Any) -> tuple[Any, Metrics]:
-        """`updates_per_eval` updates (one `lax.scan`); metrics stacked `[updates_per_eval]`."""
+    def run_updates(self, state: Any, length: int | None = None) -> tuple[Any, Metrics]:
+        """`length` (default `updates_per_eval`) updates, one `lax.scan`; metrics stacked
+        `[length]`."""
         return jax.lax.scan(lambda s, _: self.update(s), state, None,
-                            length=self.updates_per_eval)
+                            length=self.updates_per_eval if length is None else length)
 
     def run_chunk(self, state: Any) -> tuple[Any, tuple[Metrics, Metrics]]:
         """`updates_per_eval` updates, then one evaluation."""
