@@ -60,6 +60,11 @@ def _host(x: Any) -> np.ndarray:
     """A leaf as a host array (typed PRNG keys as their raw key data)."""
     if hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        # multi-process: every process takes part and gets the global value
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
 
