@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from rlx import memory, population
-from rlx.checkpoint import RunCheckpoints, fingerprint
+from rlx.checkpoint import RunCheckpoints, fingerprint, tree_digest
 from rlx.training import Trainer
 
 
@@ -141,15 +141,9 @@ class RunResult:
 
 
 def params_digest(tree: Any) -> str:
-    """A short SHA-256 of every leaf's bytes (dtype and shape included)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        a = np.asarray(jax.device_get(leaf))
-        h.update(str((a.dtype, a.shape)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+    """A short SHA-256 of every leaf's bytes (dtype and shape included): the first 16 hex
+    digits of `rlx.checkpoint.tree_digest`."""
+    return tree_digest(tree)[:16]
 
 
 def _no_nan(tree: Any) -> bool:

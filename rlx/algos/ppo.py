@@ -269,8 +269,8 @@ def make_train(config: PPOConfig, env: Env | None = None,
                on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
     """Build PPO's pure functions for `config` (validated here, before any compile).
 
-    `on_update(update_index, mean_episode_return)` is called on the host after
-    every update through `jax.debug.callback` (progress bars, logs). With
+    `on_update(update_index, mean_episode_return)`: a host hook after every update
+    (`rlx.training.report`; the runner's own progress bar needs none). With
     `config.data_parallel = D > 1` the trainer's members are the D shards of one agent
     (`Trainer.shards`; `rlx.runner.run` places them, one per device).
     """
