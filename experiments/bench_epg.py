@@ -102,12 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import jax
 
+    from rlx import runner
     from rlx.epg import EPGConfig, make_train, openai_epg
 
     config = EPGConfig(**QUICK) if args.quick else (openai_epg(population_size=64)
                                                    if args.full else EPGConfig())
-    config = EPGConfig(**{**config.__dict__, "devices": args.devices})
-    trainer = make_train(config)
+    trainer, _, _ = runner.place(make_train(config), 1, args.devices)
     g = args.generations
     gens = jax.jit(lambda s: jax.lax.scan(lambda s, _: trainer.update(s), s, None, length=g))
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0), trainer.default_hparams)

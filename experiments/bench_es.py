@@ -55,6 +55,7 @@ class Args:
     old spellings of `--population-size`, `--hidden-layers`; `--generations`: timed
     generations; `--devices`: XLA CPU devices for this process, default one per core)."""
 
+    devices: int | None = None  # XLA CPU devices for this process (default one per core)
     no_env_only: bool = False  # skip the env-only measurement
     keep_host_memory: bool = False  # skip rlx.memory.release_host_memory() before compiling
     with_anchor: bool = False  # also run the evosax anchor (same config) and print the ratio
@@ -161,8 +162,8 @@ def anchor_measurements(a, config) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("RLX_ORIG_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # before rlx
     a, config = parse(argv)
-    if config.devices is not None:
-        os.environ["RLX_CPU_DEVICES"] = str(config.devices)
+    if a.devices is not None:
+        os.environ["RLX_CPU_DEVICES"] = str(a.devices)
     from experiments import common
 
     common.setup()
@@ -173,7 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
     from rlx.memory import release_host_memory, trim_heap
     from rlx.es.trainer import build, chunk_size
 
-    trainer = common.exit_on_value_error(lambda: make_train(config))
+    from rlx import runner
+
+    trainer, _, _ = common.exit_on_value_error(
+        lambda: runner.place(make_train(config), 1, a.devices))
     chunk = chunk_size(config, trainer.mesh)
     # the run's state lives replicated on the mesh (as under rlx.runner), so every
     # generation reuses the first one's executable

@@ -40,7 +40,7 @@ def build_config(args, overrides: dict):
     kw = dict(QUICK) if args.quick else {}
     overrides = dict(overrides)
     generations = overrides.pop("generations", None)
-    kw.update(overrides, devices=args.devices)
+    kw.update(overrides)
     config = openai_epg(**kw) if args.full else EPGConfig(**kw)
     if generations is not None:
         gens = generations
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     t0 = time.time()
     result = common.exit_on_value_error(lambda: runner.run(
-        trainer, keys, args.out, progress=not args.no_progress))
+        trainer, keys, args.out, devices=args.devices, progress=not args.no_progress))
     wall = time.time() - t0
 
     state0 = jax.tree.map(lambda x: x[0], result.state)

@@ -35,7 +35,7 @@ def build_config(args, overrides: dict):
     from rlx.es import ESConfig, preset
 
     kw = preset(args.env, args.quick)
-    kw.update(overrides, total_steps=args.total_steps, devices=args.devices)
+    kw.update(overrides, total_steps=args.total_steps)
     return ESConfig(**kw)
 
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     primary = distributed.is_primary()
     t0 = time.time()
     result = common.exit_on_value_error(lambda: runner.run(
-        trainer, keys, args.out, progress=primary and not args.no_progress))
+        trainer, keys, args.out, devices=args.devices, progress=primary and not args.no_progress))
     wall = time.time() - t0
 
     ret = result.eval["eval_return"]  # [evals, seeds]

@@ -55,7 +55,7 @@ def parse(argv: list[str] | None):
     from rlx.es import ESConfig
 
     # set per worker, or not used by a worker's generations
-    fixed = ("devices", "generations", "num_evals", "eval_episodes", "total_steps")
+    fixed = ("generations", "num_evals", "eval_episodes", "total_steps")
     return common.cli(__doc__.split("\n")[0], argv, Args, ESConfig, exclude=fixed,
                       run=("out", "quick", "devices", "no_progress", "coordinator_address",
                            "num_processes", "process_id"),
@@ -81,8 +81,8 @@ def worker(a, overrides: dict) -> dict:
     config = build_config(a, overrides)
     config = dataclasses.replace(config, members_per_chunk=config.members_per_chunk
                                  or auto_chunk(config.population_size // max(counts)),
-                                 devices=a.worker, generations=1, num_evals=2)
-    trainer = make_train(config)
+                                 generations=1, num_evals=2)
+    trainer, _, _ = runner.place(make_train(config), 1, a.worker)
     rep = NamedSharding(trainer.mesh, P())
     update = jax.jit(trainer.update, out_shardings=rep, donate_argnums=0)
 

@@ -45,7 +45,7 @@ def ppo_config(env: str, total_steps: int, quick: bool):
     return PPOConfig(**kw, env=env, total_steps=total_steps, objective="clip")
 
 
-def es_config(env: str, total_steps: int, quick: bool, overrides: dict, devices: int | None):
+def es_config(env: str, total_steps: int, quick: bool, overrides: dict):
     """ESConfig of the ES side: OpenAI-ES with the env family's preset (rlx.es.preset)
     (+ quick sizes), 21 evaluations (quick: 3), then the flags."""
     from rlx.es import ESConfig, preset
@@ -54,7 +54,7 @@ def es_config(env: str, total_steps: int, quick: bool, overrides: dict, devices:
     if not quick:
         kw["num_evals"] = 21
     kw.update(overrides)
-    kw.update(env=env, strategy="openai_es", total_steps=total_steps, devices=devices)
+    kw.update(env=env, strategy="openai_es", total_steps=total_steps)
     return ESConfig(**kw)
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ppo_cfg = common.exit_on_value_error(lambda: ppo_config(a.env, a.ppo_steps, a.quick))
     es_cfg = common.exit_on_value_error(lambda: es_config(a.env, a.total_steps, a.quick,
-                                                          overrides, a.devices))
+                                                          overrides))
     for cfg in (ppo_cfg, es_cfg):  # both before compiling either
         common.exit_on_value_error(cfg.validate)
     t0 = time.time()

@@ -70,6 +70,8 @@ def make_mesh(num_devices: int | None = None, axis: str = AXIS,
     """A 1-D mesh over the first `num_devices` devices (all, across hosts, by default)."""
     devices = list(jax.devices() if devices is None else devices)
     if num_devices is not None:
+        if num_devices < 1:
+            raise ValueError(f"the device count must be >= 1, got {num_devices}")
         if num_devices > len(devices):
             raise ValueError(f"asked for {num_devices} devices but only {len(devices)} exist "
                              f"({jax.default_backend()}); on CPU set XLA_FLAGS="
@@ -86,8 +88,11 @@ def check_divisible(size: int, mesh: Mesh, what: str = "population") -> None:
                          f"use a multiple of {n} or fewer devices")
 
 
-def local_size(size: int, mesh: Mesh) -> int:
-    """Members per device when `size` members are sharded over the mesh (checked divisible)."""
+def local_size(size: int, mesh: Mesh | None) -> int:
+    """Members per device when `size` members are sharded over the mesh (checked divisible;
+    None: one device)."""
+    if mesh is None:
+        return size
     check_divisible(size, mesh)
     return size // mesh.devices.size
 

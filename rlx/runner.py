@@ -202,6 +202,24 @@ def choose_mesh(members: int, devices: int | None = None) -> Any:
     return mesh
 
 
+def place(trainer: Trainer, members: int, devices: int | None = None
+          ) -> tuple[Trainer, Any, str | None]:
+    """Where `members` of `trainer` run: (the trainer, its mesh, the member axis or None).
+
+    The one place rlx decides placement. A trainer with `place` (ES, EPG: each member shards
+    its own population) is placed on `devices` devices (default: every device, all processes;
+    a trainer placed by its caller keeps its mesh when `devices` is None) and its members are
+    replicated (axis None). Any other trainer has its members sharded over `choose_mesh`.
+    Raises `ValueError` (before any compile) when the mesh does not fit.
+    """
+    if trainer.place is None:
+        return trainer, choose_mesh(members, devices), population.AXIS
+    if devices is None and trainer.mesh is not None:
+        return trainer, trainer.mesh, None
+    placed = trainer.place(population.make_mesh(devices))
+    return placed, placed.mesh, None
+
+
 def broadcast_hparams(hparams: Any, members: int) -> Any:
     """Tile unbatched hyper-parameters to `[members]`; check batched ones."""
     leaves = jax.tree.leaves(hparams)
@@ -287,9 +305,8 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
 
     keys: `[members, 2]` PRNG keys (one per seed/member). hparams: one set for all
     members or a batched `[members]` pytree (a sweep). devices: mesh size (must
-    divide the members; default: the most devices that do). A trainer with its
-    own `mesh` (ES: the population inside one run is sharded) keeps the members
-    replicated on that mesh and ignores `devices`. With `out_dir` and
+    divide the members; default: the most devices that do); a trainer that shards its own
+    population (ES, EPG) is placed on `devices` instead (`place`). With `out_dir` and
     `checkpoint`, each chunk is saved under `out_dir/checkpoints` and a rerun resumes.
     `stop_after_chunks` ends early (as if killed) after that many chunks in this call.
     `release_memory`: before compiling, drop JAX's caches of earlier (eager) programs and
@@ -315,10 +332,7 @@ def run(trainer: Trainer, keys: jax.Array, out_dir: str | os.PathLike | None = N
         keys = jnp.repeat(keys, trainer.shards, axis=0)
     members = keys.shape[0]
     hparams = broadcast_hparams(trainer.default_hparams if hparams is None else hparams, members)
-    if trainer.mesh is not None:  # the trainer shards its own population (ES) over its mesh
-        mesh, axis = trainer.mesh, None
-    else:
-        mesh, axis = choose_mesh(members, devices), population.AXIS
+    trainer, mesh, axis = place(trainer, members, devices)
     ckpt = None
     if out_dir is not None and checkpoint:  # refuses another run's checkpoints, before compiling
         ckpt = RunCheckpoints(Path(out_dir) / "checkpoints", fingerprint(trainer, keys, hparams))
@@ -423,5 +437,5 @@ def _first_bad_update(train_m: dict) -> int:
     return int(np.argmax(bad)) if bad.any() else len(bad) - 1
 
 
-__all__ = ["run", "RunResult", "TrainingDiverged", "on_update", "params_digest", "choose_mesh",
+__all__ = ["run", "RunResult", "TrainingDiverged", "on_update", "params_digest", "choose_mesh", "place",
            "updates_per_call", "compile_programs"]

@@ -53,9 +53,14 @@ class Trainer:
     num_evals: int
     updates_per_eval: int
     steps_per_update: int
-    # Set by trainers that shard their own population (ES) over this mesh: the
-    # runner then replicates its members (seeds) over the mesh instead of sharding them.
+    # Placement. Trainers that shard work inside one member (ES/EPG: the population a
+    # generation evaluates) have `place(mesh) -> Trainer`, the same trainer sharded over `mesh`;
+    # `rlx.runner.run` calls it with the mesh it chooses (`devices`) and replicates the members
+    # (seeds) over that mesh instead of sharding them. `mesh` is the mesh a placed trainer
+    # shards over (None: unplaced, one device). Every other trainer is placed by the runner
+    # sharding its members over the mesh.
     mesh: Any = None
+    place: Callable[[Any], "Trainer"] | None = None
     # Set by trainers whose members are shards of ONE agent (data parallelism):
     # they must be vmapped with this axis name (collectives average over it).
     axis_name: str | None = None

@@ -80,15 +80,15 @@ def _fake_trainer(config):
     return types.SimpleNamespace(config=config, num_evals=3, updates_per_eval=2, steps_per_update=8)
 
 
-def test_fingerprint_is_json_and_leaves_out_the_device_count():
+def test_fingerprint_is_json():
     from rlx.es.trainer import ESConfig
 
     hp = {"lr": np.array([1e-3, 2e-3], np.float32)}
-    fp = checkpoint.fingerprint(_fake_trainer(ESConfig(devices=1)), KEYS, hp)
+    fp = checkpoint.fingerprint(_fake_trainer(ESConfig()), KEYS, hp)
     assert json.loads(json.dumps(fp)) == fp  # plain JSON, tuples as lists
-    assert fp["config"]["hidden_layers"] == [32, 32] and "devices" not in fp["config"]
+    assert fp["config"]["hidden_layers"] == [32, 32]
     assert fp["members"] == 2 and fp["hparams"]["lr"] == np.float32([1e-3, 2e-3]).tolist()
-    same = checkpoint.fingerprint(_fake_trainer(ESConfig(devices=2)), KEYS, hp)
+    same = checkpoint.fingerprint(_fake_trainer(ESConfig()), KEYS, hp)
     assert checkpoint.differences(fp, same) == []
     other = checkpoint.fingerprint(_fake_trainer(ESConfig(sigma=0.1)), KEYS[:1], hp)
     assert checkpoint.differences(fp, other)[:2] == ["sigma 0.02 != 0.1", "members 2 != 1"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from rlx import population
+from rlx import population, runner
 from rlx.epg import (EPGConfig, EPGLossNet, Inner, TaskFamily, load_loss, loss_params, make_train,
                      ppo_weight, save_loss, train_ppo, train_with_loss)
 from rlx.es import mean_vector
@@ -231,7 +231,7 @@ def test_validation_errors_before_compile(kw, match):
 
 def test_more_devices_than_exist_is_a_value_error():
     with pytest.raises(ValueError, match="devices"):
-        make_train(EPGConfig(devices=len(jax.devices()) + 1))
+        runner.place(make_train(EPGConfig()), 1, len(jax.devices()) + 1)
 
 
 # ---- save / load, experiments, notebook ---------------------------------------------------------

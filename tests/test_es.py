@@ -122,8 +122,8 @@ def test_tell_descends_the_quadratic_with_weight_decay():
 def test_same_result_on_one_and_two_devices():
     assert len(jax.devices()) >= 2
     cfg = dataclasses.replace(CARTPOLE, generations=3, members_per_chunk=8)
-    one = run(dataclasses.replace(cfg, devices=1))
-    two = run(dataclasses.replace(cfg, devices=2))
+    one = run(cfg, devices=1)
+    two = run(cfg, devices=2)
     assert one.devices == 1 and two.devices == 2
     np.testing.assert_array_equal(search_mean(cfg, one), search_mean(cfg, two))
     np.testing.assert_array_equal(one.state.obs_stats.m2, two.state.obs_stats.m2)
@@ -135,8 +135,8 @@ def test_evaluator_keeps_no_trajectories():
     from rlx.es.trainer import build
 
     def temp_bytes(length):
-        cfg = dataclasses.replace(CARTPOLE, population_size=64, episode_length=length, devices=2)
-        env, net, strategy, ev, mesh = build(cfg)
+        cfg = dataclasses.replace(CARTPOLE, population_size=64, episode_length=length)
+        env, net, strategy, ev, mesh = build(cfg, population.make_mesh(2))
         hp = cfg.hparams()
         ss = strategy.init(jax.random.PRNGKey(0), net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4))), hp)
 
@@ -197,12 +197,14 @@ def test_nan_members_rank_last_and_are_reported():
     (dict(sigma=0.0), "sigma"),
     (dict(strategy="nope"), "unknown ES strategy"),
     (dict(env="nope"), "unknown environment"),
-    (dict(members_per_chunk=5, devices=2), "members_per_chunk=5"),
-    (dict(strategy="CMA_ES", population_size=7, devices=2), "not divisible by the 2 devices"),
+    (dict(members_per_chunk=5), "members_per_chunk=5"),
+    (dict(strategy="CMA_ES", population_size=7), "not divisible by the 2 devices"),
 ])
 def test_bad_config_raises_before_compile(change, match):
+    """Bad values fail in make_train or, for the mesh, where the runner places the trainer on
+    2 devices (`runner.place`), both before anything compiles."""
     with pytest.raises(ValueError, match=match):
-        make_train(dataclasses.replace(CARTPOLE, **change))
+        runner.place(make_train(dataclasses.replace(CARTPOLE, **change)), 1, 2)
 
 
 def test_checkpoint_resume_gives_same_params(tmp_path):

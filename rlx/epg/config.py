@@ -71,7 +71,6 @@ class EPGConfig:
     outer_lr: float = 0.01
     outer_lr_decay_at: float = 0.5  # x0.1 after this fraction of generations (1: never)
     weight_decay: float = 0.001
-    devices: int | None = None
     num_evals: int = 5
     eval_tasks: int = 4
 
@@ -122,8 +121,6 @@ class EPGConfig:
                              f"{self.weight_decay}, {self.outer_lr_decay_at}")
         if self.num_evals < 2:
             raise ValueError(f"EPGConfig.num_evals must be >= 2 (first and last), got {self.num_evals}")
-        if self.devices is not None and self.devices < 1:
-            raise ValueError(f"EPGConfig.devices must be >= 1, got {self.devices}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
         self.task_family()  # radii

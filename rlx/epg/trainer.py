@@ -57,10 +57,10 @@ def make_strategy(config: EPGConfig, template: Any, mesh: Mesh | None) -> Any:
 
 
 def build(config: EPGConfig, mesh: Mesh | None = None):
-    """(inner, strategy, mesh), validated before any compile."""
+    """(inner, strategy, mesh) on `mesh` (None: one device, not sharded), validated before any
+    compile."""
     config.validate()
-    mesh = mesh if mesh is not None else pop_lib.make_mesh(config.devices)
-    pop_lib.check_divisible(config.population_size, mesh)
+    pop_lib.local_size(config.population_size, mesh)
     inner = Inner(config)
     template = inner.init_loss_params(jax.random.PRNGKey(0))
     return inner, make_strategy(config, template, mesh), mesh
@@ -96,7 +96,8 @@ def population_fitness(config: EPGConfig, inner: Inner, strategy: Any, mesh: Mes
 
 def make_train(config: EPGConfig, mesh: Mesh | None = None,
                on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> SearchTrainer:
-    """EPG as a `Trainer` whose population of loss perturbations is sharded over `mesh`.
+    """EPG as a `Trainer` whose population of loss perturbations is sharded over `mesh` (None:
+    one device; the runner places it on the devices it runs on, `rlx.runner.place`).
 
     Train metrics per generation: return_mean/max/min (fitness over members),
     alpha (PPO weight), learned_loss, env_steps, params_norm (+ the strategy's own:
@@ -136,7 +137,8 @@ def make_train(config: EPGConfig, mesh: Mesh | None = None,
     return make_trainer(strategy, inner.init_loss_params, fitness, evaluate_mean,
                         default_hparams=config.hparams(), num_evals=config.num_evals,
                         updates_per_eval=updates_per_eval, steps_per_update=steps_per_gen,
-                        mesh=mesh, config=config, state_type=EPGState, after_tell=after_tell,
+                        mesh=mesh, place=lambda m: make_train(config, m, on_update),
+                        config=config, state_type=EPGState, after_tell=after_tell,
                         on_update=on_update)
 
 

@@ -74,7 +74,7 @@ def fitness_metrics(returns: jax.Array) -> dict[str, jax.Array]:
 def make_trainer(strategy: Any, init_params: Callable[[jax.Array], Any], fitness: Fitness,
                  evaluate_mean: EvaluateMean, *, default_hparams: OpenAIESParams,
                  num_evals: int, updates_per_eval: int, steps_per_update: int, mesh: Any = None,
-                 config: Any = None, state_type: type = SearchState,
+                 place: Callable[[Any], SearchTrainer] | None = None, config: Any = None, state_type: type = SearchState,
                  init_extra: Callable[[], dict[str, Any]] | None = None,
                  after_tell: AfterTell | None = None,
                  on_update: Callable[[jax.Array, jax.Array], None] | None = None
@@ -85,6 +85,8 @@ def make_trainer(strategy: Any, init_params: Callable[[jax.Array], Any], fitness
     strategy's template). init_extra() -> the initial values of `state_type`'s own fields.
     Train metrics: `fitness_metrics(returns)`, the strategy's `tell` metrics, `after_tell`'s,
     and params_norm (of the proposed parameters). Eval metrics: `evaluate_mean`'s.
+    mesh: the mesh `strategy` and `fitness` shard the population over (None: one device);
+    place(mesh): the same search rebuilt on another mesh (`rlx.runner.place` calls it).
     """
 
     def init(key: jax.Array, hp: OpenAIESParams) -> SearchState:
@@ -116,7 +118,7 @@ def make_trainer(strategy: Any, init_params: Callable[[jax.Array], Any], fitness
     return SearchTrainer(init=init, update=update, evaluate=evaluate,
                          default_hparams=default_hparams, num_evals=num_evals,
                          updates_per_eval=updates_per_eval, steps_per_update=steps_per_update,
-                         mesh=mesh, config=config, strategy=strategy)
+                         mesh=mesh, place=place, config=config, strategy=strategy)
 
 
 def mean_vector(trainer: SearchTrainer, state: SearchState) -> jax.Array:

@@ -65,7 +65,6 @@ class ESConfig:
     obs_clip: float = 5.0
     members_per_chunk: int | None = None  # per device; None: `chunk_size` (CPU: <= 256 envs)
     shared_starts: bool = False  # every member the same episode starts (else per mirrored pair)
-    devices: int | None = None  # mesh size; None: every device (all processes)
     num_evals: int = 11
     eval_episodes: int = 16
 
@@ -87,18 +86,17 @@ class ESConfig:
             raise ValueError(f"ESConfig.num_evals must be >= 2 (first and last), got {self.num_evals}")
         if self.members_per_chunk is not None and self.members_per_chunk < 1:
             raise ValueError(f"ESConfig.members_per_chunk must be >= 1, got {self.members_per_chunk}")
-        if self.devices is not None and self.devices < 1:
-            raise ValueError(f"ESConfig.devices must be >= 1, got {self.devices}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
 
-    def check_mesh(self, mesh: Mesh) -> None:
-        """The population must split evenly over the mesh and into member chunks."""
+    def check_mesh(self, mesh: Mesh | None) -> None:
+        """The population must split evenly over the mesh (None: one device) and into member
+        chunks."""
         local = pop_lib.local_size(self.population_size, mesh)
         if self.members_per_chunk is not None and local % min(self.members_per_chunk, local):
             raise ValueError(f"members_per_chunk={self.members_per_chunk} does not divide the "
                              f"{local} members per device ({self.population_size} over "
-                             f"{mesh.devices.size} devices)")
+                             f"{1 if mesh is None else mesh.devices.size} devices)")
 
     def hparams(self) -> OpenAIESParams:
         return OpenAIESParams(sigma=jnp.asarray(self.sigma, jnp.float32),
@@ -135,17 +133,17 @@ class ESState(SearchState):
     obs_stats: obs_norm.RunningStats
 
 
-def chunk_size(config: ESConfig, mesh: Mesh) -> int:
+def chunk_size(config: ESConfig, mesh: Mesh | None) -> int:
     """Members evaluated at once per device: `members_per_chunk`, else `auto_chunk`."""
     local = pop_lib.local_size(config.population_size, mesh)
-    return config.members_per_chunk or auto_chunk(local, config.episodes_per_member,
-                                                  mesh.devices.flat[0].platform)
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    return config.members_per_chunk or auto_chunk(local, config.episodes_per_member, platform)
 
 
 def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
-    """(env, net, strategy, evaluator, mesh) for `config`; validated before any compile."""
+    """(env, net, strategy, evaluator, mesh) for `config` on `mesh` (None: one device, not
+    sharded); validated before any compile."""
     config.validate()
-    mesh = mesh if mesh is not None else pop_lib.make_mesh(config.devices)
     config.check_mesh(mesh)
     env = env or make_env(config.env, backend=config.backend, episode_length=config.episode_length,
                           fresh_reset=config.fresh_reset)
@@ -164,7 +162,8 @@ def build(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None):
 
 def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = None,
                on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> SearchTrainer:
-    """ES as a `Trainer` whose population is sharded over `mesh` (default: all devices).
+    """ES as a `Trainer` whose population is sharded over `mesh` (None: one device; the
+    runner places it on the devices it runs on, `rlx.runner.place`).
 
     Train metrics per generation: return_mean / return_max / return_min over the
     members with a finite return, nonfinite_members (ranked last), episode_length,
@@ -202,14 +201,15 @@ def make_train(config: ESConfig, mesh: Mesh | None = None, env: Env | None = Non
     return make_trainer(strategy, init_params, fitness, evaluate_mean,
                         default_hparams=config.hparams(), num_evals=config.num_evals,
                         updates_per_eval=updates_per_eval, steps_per_update=steps_per_gen,
-                        mesh=mesh, config=config, state_type=ESState,
+                        mesh=mesh, place=lambda m: make_train(config, m, env, on_update),
+                        config=config, state_type=ESState,
                         init_extra=lambda: {"obs_stats": obs_norm.init(env.obs_shape)},
                         after_tell=after_tell, on_update=on_update)
 
 
 def policy_fn(config: ESConfig, env: Env):
     """`act(state, obs) -> env action` of a trained `ESState`'s mean policy (inspection)."""
-    _, net, strategy, _, _ = build(config, pop_lib.make_mesh(1), env)
+    _, net, strategy, _, _ = build(config, None, env)
     _, act = make_policy(env, config.hidden_layers, config.activation)
 
     def act_state(state: ESState, obs: jax.Array) -> jax.Array:
