@@ -20,3 +20,4 @@ from rlx.losses.baselines import (factorised_advantages, factorised_surrogate,
 __all__ += ["state_baseline_advantages", "factorised_advantages", "next_step_actions", "pg_loss",
             "factorised_surrogate", "others", "linear_baseline_features", "fit_linear_baseline",
             "linear_baseline", "variance_decomposition"]
+from rlx.losses import sequence  # noqa: E402,F401  (LLM-RL sequence losses: losses.sequence.*)
