@@ -80,7 +80,8 @@ class Vocab:
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text`, read greedily by longest matching token (task symbols are single
-        characters; "<bos>", "<eos>", "<pad>" and distractors "~r" are multi-character)."""
+        characters; "<bos>", "<eos>", "<pad>" and distractors "~r" are multi-character, so with
+        more than 10 distractors "~10" reads as one token, never as "~1" then "0")."""
         out, i = [], 0
         while i < len(text):
             for tok in self._by_length:
@@ -133,25 +134,34 @@ def _hash(cols: jax.Array) -> jax.Array:
     return h
 
 
+def _powers(width: int) -> np.ndarray:
+    """[10^(width-1), ..., 10, 1] (int32 constants)."""
+    return (10 ** np.arange(width - 1, -1, -1)).astype(np.int32)
+
+
 def _ndigits(v: jax.Array, width: int) -> jax.Array:
     """Number of decimal digits of v >= 1 (at most `width`)."""
-    return jnp.sum(v[..., None] >= 10 ** jnp.arange(width, dtype=jnp.int32), axis=-1)
+    return jnp.sum(v[..., None] >= _powers(width)[::-1], axis=-1)
 
 
 def _render_number(v: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
     """Digit tokens of v >= 1 right-aligned in `width` slots, and which slots are real digits."""
-    pos = jnp.arange(width, dtype=jnp.int32)
-    power = 10 ** (width - 1 - pos)
-    toks = DIGIT0 + (v[..., None] // power) % 10
+    pos = np.arange(width)
+    toks = DIGIT0 + (v[..., None] // _powers(width)) % 10
     keep = pos >= width - _ndigits(v, width)[..., None]
     return toks.astype(jnp.int32), keep
 
 
 def _compact(tokens: jax.Array, keep: jax.Array, right: bool = False) -> jax.Array:
-    """The kept tokens of each row in order, moved to the front (or the end if `right`), rest pad."""
+    """The kept tokens of each row in order, at the front (the end if `right`); pad elsewhere."""
     order = jnp.argsort(keep if right else ~keep, axis=-1, stable=True)
     toks = jnp.where(keep, tokens, PAD)
     return jnp.take_along_axis(toks, order, axis=-1)
+
+
+def _index(u: jax.Array, count: jax.Array | int) -> jax.Array:
+    """floor(u * count) for u uniform in [0, 1): an index uniform in 0..count-1 (int32)."""
+    return jnp.clip(jnp.floor(u * count).astype(jnp.int32), 0, jnp.asarray(count) - 1)
 
 
 def _first_eos_mask(tokens: jax.Array) -> jax.Array:
@@ -208,7 +218,8 @@ class Task:
         return _hash(self._canonical(problem)) < threshold
 
     def prompts(self, key: jax.Array, n: int, split: str = "train") -> Prompts:
-        """n instances drawn from the task's distribution restricted to `split` ("train"/"test")."""
+        """n instances drawn from the task's distribution restricted to `split` ("train"/"test")
+        by rejection (at most 10^4 rounds: a row stays unfilled with probability < 0.99^10^4)."""
         if split not in SPLITS:
             raise ValueError(f"prompts: unknown split {split!r}; valid: {', '.join(SPLITS)}")
         want_test = split == "test"
@@ -246,12 +257,13 @@ class Task:
         each trace independently carries one injected error with probability `noise` (so its
         reward is 0), and distractors are inserted as described in the module docstring."""
         chex.assert_shape(problem, (None, self.problem_size))
-        k_sol, k_err, k_dis = jax.random.split(key, 3)
-        n = problem.shape[0]
-        wrong = jax.random.bernoulli(k_err, jnp.asarray(noise, jnp.float32), (n,))
-        tokens, keep = self._solution_slots(k_sol, problem.astype(jnp.int32), wrong)
+        n, m = problem.shape[0], self._solution_uniforms
+        # one uniform draw feeds every random choice (each threefry call costs compile time)
+        u = jax.random.uniform(key, (n, 1 + m + 3 * self.distractor_budget))
+        wrong = u[:, 0] < jnp.asarray(noise, jnp.float32)
+        tokens, keep = self._solution_slots(u[:, 1:1 + m], problem.astype(jnp.int32), wrong)
         seq = _compact(tokens, keep)
-        completion = self._insert_distractors(k_dis, seq, jnp.sum(keep, axis=-1))
+        completion = self._insert_distractors(u[:, 1 + m:], seq, jnp.sum(keep, axis=-1))
         mask = _first_eos_mask(completion)
         chex.assert_shape([completion, mask], (n, self.completion_length))
         return completion, mask
@@ -266,17 +278,18 @@ class Task:
 
     # -- helpers shared by the tasks
 
-    def _insert_distractors(self, key: jax.Array, seq: jax.Array, length: jax.Array) -> jax.Array:
+    def _insert_distractors(self, u: jax.Array, seq: jax.Array, length: jax.Array) -> jax.Array:
         """seq [n,L] (front-aligned, `length` tokens incl. eos) with distractors inserted before
-        uniformly random tokens of the trace (never after eos), padded/cropped to T."""
+        uniformly random tokens of the trace (never after eos), padded/cropped to T; u [n,3D]
+        uniform in [0, 1)."""
         n, L = seq.shape
         D, T = self.distractor_budget, self.completion_length
         if D > 0:
-            k_on, k_pos, k_id = jax.random.split(key, 3)
-            on = jax.random.bernoulli(k_on, self.distractor_rate / D, (n, D))
-            pos = jax.random.randint(k_pos, (n, D), 0, length[:, None])
-            rank_logits = -self.zipf * jnp.log(jnp.arange(1, self.distractors + 1, dtype=jnp.float32))
-            ids = self.distractor_start + jax.random.categorical(k_id, rank_logits, shape=(n, D))
+            on = u[:, :D] < self.distractor_rate / D
+            pos = _index(u[:, D:2 * D], length[:, None])
+            law = np.arange(1, self.distractors + 1, dtype=np.float64) ** -self.zipf
+            cdf = jnp.asarray(np.cumsum(law)[:-1] / law.sum(), jnp.float32)
+            ids = self.distractor_start + jnp.sum(u[:, 2 * D:, None] >= cdf, axis=-1)
             i = jnp.arange(L, dtype=jnp.int32)
             tok_key = jnp.where(i[None] < length[:, None], 2 * i[None] + 1, _BIG)
             dis_key = jnp.where(on, 2 * pos, _BIG)
@@ -302,8 +315,14 @@ class Task:
     def _reward(self, problem: jax.Array, completion: jax.Array, mask: jax.Array) -> jax.Array:
         raise NotImplementedError
 
-    def _solution_slots(self, key: jax.Array, problem: jax.Array,
+    @property
+    def _solution_uniforms(self) -> int:
+        """Columns of the uniform array `_solution_slots` consumes."""
+        raise NotImplementedError
+
+    def _solution_slots(self, u: jax.Array, problem: jax.Array,
                         wrong: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(tokens, keep) [n,L]: the trace's tokens in slots, `keep` marking the real ones."""
         raise NotImplementedError
 
 
@@ -353,14 +372,15 @@ class AdditionTask(Task):
         good = (rank < W) & (completion == expected)
         return has_eos & jnp.all(good | ~body, axis=-1) & (jnp.sum(body, axis=-1) == n_want)
 
-    def _solution_slots(self, key, problem, wrong):
+    _solution_uniforms = 2
+
+    def _solution_slots(self, u, problem, wrong):
         W = self.digits + 1
         n = problem.shape[0]
         toks, keep = _render_number(problem[:, 0] + problem[:, 1], W)
-        k_pos, k_val = jax.random.split(key)
         nd = jnp.sum(keep, axis=-1)
-        at = W - nd + jax.random.randint(k_pos, (n,), 0, nd)
-        shift = jax.random.randint(k_val, (n,), 1, 10)
+        at = W - nd + _index(u[:, 0], nd)
+        shift = 1 + _index(u[:, 1], 9)
         bad = DIGIT0 + (toks[jnp.arange(n), at] - DIGIT0 + shift) % 10
         toks = toks.at[jnp.arange(n), at].set(jnp.where(wrong, bad, toks[jnp.arange(n), at]))
         eos = jnp.full((n, 1), EOS, jnp.int32)
@@ -407,10 +427,9 @@ def _run_programs(xs: jax.Array):
     N = progs[0][0].shape[0]
     cur = jnp.broadcast_to(xs[:, None, :], (xs.shape[0], N, k))
     valid = jnp.ones(cur.shape[:2], bool)
-    steps = []
+    steps, program = [], np.arange(N)
     for i, j, op, rest in progs:
-        a = jnp.take_along_axis(cur, jnp.broadcast_to(i[None, :, None], cur.shape[:2] + (1,)), -1)[..., 0]
-        b = jnp.take_along_axis(cur, jnp.broadcast_to(j[None, :, None], cur.shape[:2] + (1,)), -1)[..., 0]
+        a, b = cur[:, program, i], cur[:, program, j]
         hi, lo = jnp.maximum(a, b), jnp.minimum(a, b)
         safe_lo = jnp.maximum(lo, 1)
         value = jnp.select([op == 0, op == 1, op == 2], [hi + lo, hi - lo, hi * lo],
@@ -418,15 +437,13 @@ def _run_programs(xs: jax.Array):
         ok = jnp.select([op == 1, op == 3], [hi > lo, hi % safe_lo == 0], jnp.ones_like(valid))
         valid = valid & ok
         steps.append((hi, lo, jnp.broadcast_to(op, hi.shape), value))
-        kept = jnp.take_along_axis(
-            cur, jnp.broadcast_to(rest[None], cur.shape[:2] + (rest.shape[-1],)), -1)
-        cur = jnp.concatenate([kept, value[..., None]], axis=-1)
+        cur = jnp.concatenate([cur[:, program[:, None], rest], value[..., None]], axis=-1)
     return valid, cur[..., 0], steps
 
 
-def _pick(key: jax.Array, allowed: jax.Array) -> jax.Array:
-    """[n] index of a uniformly random True entry of each row of allowed [n,N] (0 if none)."""
-    u = jax.random.uniform(key, allowed.shape)
+def _pick(u: jax.Array, allowed: jax.Array) -> jax.Array:
+    """[n] index of a uniformly random True entry of each row of allowed [n,N] (0 if none),
+    given u [n,N] uniform in [0, 1)."""
     return jnp.argmax(jnp.where(allowed, u, -1.0), axis=-1)
 
 
@@ -464,10 +481,11 @@ class CountdownTask(Task):
         return jnp.concatenate([problem[:, :1], jnp.sort(problem[:, 1:], axis=-1)], axis=-1)
 
     def _draw(self, key, n):
-        k_x, k_p = jax.random.split(key)
-        xs = jax.random.randint(k_x, (n, self.numbers), 1, self.max_number + 1, dtype=jnp.int32)
+        k = self.numbers
+        u = jax.random.uniform(key, (n, k + self._num_programs))
+        xs = 1 + _index(u[:, :k], self.max_number)
         valid, result, _ = _run_programs(xs)
-        target = jnp.take_along_axis(result, _pick(k_p, valid)[:, None], -1)
+        target = jnp.take_along_axis(result, _pick(u[:, k:], valid)[:, None], -1)
         return jnp.concatenate([target, xs], axis=-1)
 
     def _prompt_tokens(self, problem):
@@ -483,15 +501,22 @@ class CountdownTask(Task):
         keep = jnp.concatenate([p[1] for p in parts], -1)
         return _compact(toks, keep, right=True), jnp.sort(keep, axis=-1)
 
-    def _solution_slots(self, key, problem, wrong):
-        n, k, v = problem.shape[0], self.numbers, self.vocab
-        k_pick, k_swap, k_step, k_sign, k_size = jax.random.split(key, 5)
+    @property
+    def _num_programs(self) -> int:
+        return _step_programs(self.numbers)[0][0].shape[0]
+
+    @property
+    def _solution_uniforms(self) -> int:
+        return self._num_programs + 3 + self.numbers - 1
+
+    def _solution_slots(self, u, problem, wrong):
+        n, k, v, N = problem.shape[0], self.numbers, self.vocab, self._num_programs
         valid, result, steps = _run_programs(problem[:, 1:])
-        best = _pick(k_pick, valid & (result == problem[:, :1]))[:, None]
-        bad_step = jax.random.randint(k_step, (n,), 0, k - 1)
-        sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (n,)), 1, -1)
-        delta = sign * jax.random.randint(k_size, (n,), 1, 3)
-        swap = jax.random.bernoulli(k_swap, 0.5, (n, k - 1))
+        best = _pick(u[:, :N], valid & (result == problem[:, :1]))[:, None]
+        bad_step = _index(u[:, N], k - 1)
+        sign = jnp.where(u[:, N + 1] < 0.5, 1, -1)
+        delta = sign * (1 + (u[:, N + 2] < 0.5))
+        swap = u[:, N + 3:] < 0.5
         width = _digits(self.max_value + 2)
         toks, keep = [], []
         for s, (hi, lo, op, value) in enumerate(steps):
@@ -585,7 +610,7 @@ class CountdownTask(Task):
 
     def answer_text(self, problem):
         p = jnp.asarray(np.asarray(problem).reshape(1, -1), jnp.int32)
-        valid, result, steps = _run_programs(p[:, 1:])
+        valid, result, steps = jax.jit(_run_programs)(p[:, 1:])
         ok = np.asarray(valid & (result == p[:, :1]))[0]
         if not ok.any():
             return ""
@@ -645,7 +670,7 @@ def make_task(name: str, **options: Any) -> Task:
     addition: digits (1..9, default 2); countdown: numbers (2..4, default 3), max_number (2..99,
     default 9); both: distractors (extra tokens "~0".., default 0), distractor_rate (expected
     distractors per demonstration, default 1.0; unused without distractors), zipf (exponent,
-    default 1.1), test_fraction (held-out share of instances, default 0.15)."""
+    default 1.1), test_fraction (held-out share of instances, 0.01..0.99, default 0.15)."""
     if name not in _OPTIONS:
         raise ValueError(f"make_task: unknown task {name!r}; valid: {', '.join(TASKS)}")
     unknown = sorted(set(options) - set(_OPTIONS[name]))
@@ -657,7 +682,7 @@ def make_task(name: str, **options: Any) -> Task:
         distractors=_int_option("distractors", o["distractors"], 0, 100_000),
         distractor_rate=_float_option("distractor_rate", o["distractor_rate"], 0.0, 1000.0),
         zipf=_float_option("zipf", o["zipf"], 0.0, 100.0, open_lo=True),
-        test_fraction=_float_option("test_fraction", o["test_fraction"], 0.0, 1.0, True, True))
+        test_fraction=_float_option("test_fraction", o["test_fraction"], 0.01, 0.99))
     budget = (0 if common["distractors"] == 0 or common["distractor_rate"] == 0
               else max(1, math.ceil(2 * common["distractor_rate"])))
     extra = tuple(f"~{r}" for r in range(common["distractors"]))
