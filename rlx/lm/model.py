@@ -266,6 +266,15 @@ def _pick(lg: jax.Array, key: jax.Array, noise_key: jax.Array, temperature, top_
     return tok, lp, _log_softmax_entropy(logp)
 
 
+def _vary_like(tree, anchor: jax.Array):
+    """`tree` with every leaf made to depend on `anchor` (adding an exact zero), so that under
+    shard_map each scan carry varies over the same mesh axes as the sampled tokens do (every
+    input of a sampling step reaches the first sampled token)."""
+    zero = anchor.reshape(-1)[0] * 0
+    return jax.tree.map(lambda x: x | (zero != 0) if x.dtype == bool else x + zero.astype(x.dtype),
+                        tree)
+
+
 def _step_keys(key: jax.Array, max_new_tokens: int) -> tuple[jax.Array, jax.Array]:
     """Per-step (sampling keys [T], noise keys [T]): the fixed key schedule of both samplers."""
     sample_key, noise_key = jax.random.split(key)
@@ -329,9 +338,9 @@ def sample(params: Params, config: LMConfig, key: jax.Array, prompts: jax.Array,
         tok, lp, ent = _pick(lg[:, 0], k_s, k_n, temperature, top_k, logit_noise)
         return (cache, key_mask, tok, alive & (prev != eos_id)), (tok, lp, ent)
 
-    alive0 = jnp.ones((B,), bool)
+    carry = _vary_like((cache, key_mask, tok0, jnp.ones((B,), bool)), tok0)
     _, (toks, lps, ents) = jax.lax.scan(
-        step, (cache, key_mask, tok0, alive0),
+        step, carry,
         (jnp.arange(1, T, dtype=jnp.int32), sample_keys[1:], noise_keys[1:]))
     toks = jnp.concatenate([tok0[None], toks], axis=0)
     lps = jnp.concatenate([lp0[None], lps], axis=0)
@@ -363,9 +372,11 @@ def reference_sample(params: Params, config: LMConfig, key: jax.Array, prompts: 
         mask = jax.lax.dynamic_update_slice(mask, alive[:, None], (0, P + t))
         return (tokens, mask, alive & (tok != eos_id)), (tok, lp, ent)
 
-    _, (toks, lps, ents) = jax.lax.scan(
-        step, (tokens, mask, jnp.ones((B,), bool)),
-        (jnp.arange(T, dtype=jnp.int32), sample_keys, noise_keys))
+    carry, first = step((tokens, mask, jnp.ones((B,), bool)),
+                        (jnp.int32(0), sample_keys[0], noise_keys[0]))
+    _, rest = jax.lax.scan(step, _vary_like(carry, first[0]),
+                           (jnp.arange(1, T, dtype=jnp.int32), sample_keys[1:], noise_keys[1:]))
+    toks, lps, ents = (jnp.concatenate([a[None], b], axis=0) for a, b in zip(first, rest))
     return _finish(prompts, toks, lps, ents, eos_id, pad_id)
 
 
