@@ -1,0 +1,289 @@
+"""LLM-style RL on a sequence policy: GRPO-shaped training, every loss of
+`rlx.losses.sequence` as a value of its hyper-parameters, in rlx's `Trainer` shape.
+
+One update (`make_train(config).update`):
+
+    prompts      = task.prompts(k, prompts_per_update, "train")          # [P_n, Lp]
+    completions  = lm.sample(params, prompts repeated group_size times)  # rollout policy mu:
+                   rollout_dtype (bf16: the papers' precision mismatch) + N(0, rollout_noise^2) logit noise
+    rewards      = task.reward(...)                                      # exact, in {0, 1}
+    advantages   = group_advantages(rewards, group_size, std_scale)      # A_i shared by the tokens of i
+    ref_log_prob = log pi_ref(y_t) (the frozen initial policy, for the k3 KL)
+    epochs x minibatches optimiser steps (`rlx.algos.onpolicy.sgd`) on
+                   sequence_loss(log pi_theta, log mu, A, mask, hparams.loss, ref_log_prob)
+
+Every minibatch step after the first trains on data from an older policy: the staleness
+where trust regions (clip, DPPO's masks, DRPO's quadratic) differ. The trust region is
+anchored at the rollout's own log-probabilities mu (as DPPO's recipe says), so under a
+precision mismatch the ratio pi/mu carries the mismatch too.
+
+Hyper-parameters (`GRPOHParams`) are traced: the loss (`SequenceLossParams`), the
+learning rate and the rollout noise; a sweep over losses x seeds x noise is one vmapped,
+sharded program (`rlx.runner.run`). One "env step" is one sampled completion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rlx.algos.onpolicy import sgd
+from rlx.lm import model as lm
+from rlx.lm.tasks import TASKS, Task, make_task
+from rlx.losses import sequence as seq
+from rlx.optim import scale_by_global_norm_clip
+from rlx.training import Trainer, report
+
+Metrics = dict[str, jax.Array]
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+    """A GRPO-shaped run: task, model, batch shape, schedule (static); see `GRPOHParams` for
+    what is traced. `init` names the initial parameters (e.g. the SFT checkpoint's digest) so
+    checkpoints of runs from different starts are told apart."""
+
+    task: str = "addition"
+    digits: int = 2  # addition
+    numbers: int = 3  # countdown
+    distractors: int = 0  # long-tailed vocabulary: this many Zipfian distractor tokens
+    distractor_rate: float = 1.0
+    layers: int = 2
+    width: int = 128
+    heads: int = 4
+    prompts_per_update: int = 16
+    group_size: int = 8
+    epochs: int = 1
+    minibatches: int = 4  # optimiser steps per rollout per epoch (staleness)
+    lr: float = 1e-4
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    loss: str = "grpo"  # the default hyper-parameters' loss (rlx.losses.sequence.LOSSES)
+    rollout_dtype: str = "float32"  # "bfloat16": rollouts in bf16, training in float32
+    rollout_noise: float = 0.0  # std of Gaussian noise on the rollout logits
+    updates: int = 200
+    num_evals: int = 11
+    eval_prompts: int = 256  # held-out prompts per evaluation (the same ones every time)
+    eval_samples: int = 4  # sampled completions per held-out prompt
+    rare_prob: float = 0.1  # a token is "rare" when mu(y_t) < rare_prob (mask/clip split)
+    init: str = ""
+
+    def task_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"distractors": self.distractors,
+                                "distractor_rate": self.distractor_rate}
+        if self.task == "addition":
+            opts["digits"] = self.digits
+        elif self.task == "countdown":
+            opts["numbers"] = self.numbers
+        return opts
+
+    def make_task(self) -> Task:
+        if self.task not in TASKS:
+            raise ValueError(f"GRPOConfig.task: unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+        return make_task(self.task, **self.task_options())
+
+    def lm_config(self, task: Task | None = None) -> lm.LMConfig:
+        task = task or self.make_task()
+        return lm.LMConfig(vocab_size=task.vocab.size,
+                           context=task.prompt_length + task.completion_length,
+                           layers=self.layers, width=self.width, heads=self.heads)
+
+    @property
+    def batch_size(self) -> int:
+        return self.prompts_per_update * self.group_size
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the offending value, before anything compiles."""
+        task = self.make_task()
+        self.lm_config(task)
+        for name in ("prompts_per_update", "group_size", "epochs", "minibatches", "updates",
+                     "eval_prompts", "eval_samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"GRPOConfig.{name} must be an int >= 1, got {v!r}")
+        if self.group_size < 2:
+            raise ValueError(f"GRPOConfig.group_size must be >= 2 (group advantages), got "
+                             f"{self.group_size}")
+        if self.batch_size % self.minibatches:
+            raise ValueError(f"GRPOConfig.minibatches={self.minibatches} does not divide the "
+                             f"batch of {self.prompts_per_update} prompts x {self.group_size} "
+                             f"completions = {self.batch_size}")
+        for name in ("lr", "max_grad_norm", "temperature", "rare_prob"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"GRPOConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.rollout_noise < 0:
+            raise ValueError(f"GRPOConfig.rollout_noise must be >= 0, got {self.rollout_noise}")
+        if self.top_k < 0:
+            raise ValueError(f"GRPOConfig.top_k must be >= 0, got {self.top_k}")
+        if self.rollout_dtype not in DTYPES:
+            raise ValueError(f"GRPOConfig.rollout_dtype: unknown {self.rollout_dtype!r}; valid: "
+                             f"{', '.join(DTYPES)}")
+        if self.num_evals < 2:
+            raise ValueError(f"GRPOConfig.num_evals must be >= 2 (first and last), got "
+                             f"{self.num_evals}")
+        if self.updates % (self.num_evals - 1):
+            raise ValueError(f"GRPOConfig.updates={self.updates} is not a multiple of "
+                             f"num_evals - 1 = {self.num_evals - 1}")
+        seq.loss_params(self.loss)
+
+    def hparams(self, loss: str | seq.SequenceLossParams | None = None,
+                rollout_noise: float | None = None, lr: float | None = None) -> "GRPOHParams":
+        loss = self.loss if loss is None else loss
+        return GRPOHParams(
+            loss=seq.loss_params(loss) if isinstance(loss, str) else loss,
+            lr=jnp.asarray(self.lr if lr is None else lr, jnp.float32),
+            rollout_noise=jnp.asarray(self.rollout_noise if rollout_noise is None
+                                      else rollout_noise, jnp.float32))
+
+
+@struct.dataclass
+class GRPOHParams:
+    """The traced hyper-parameters of a run (one set per member of a sweep)."""
+
+    loss: seq.SequenceLossParams
+    lr: jax.Array
+    rollout_noise: jax.Array
+
+
+@struct.dataclass
+class GRPOState:
+    params: Any
+    opt_state: Any
+    ref_params: Any  # the frozen reference policy (the initial parameters)
+    key: jax.Array
+    eval_key: jax.Array
+    update: jax.Array
+    hparams: GRPOHParams
+
+
+@struct.dataclass
+class SequenceBatch:
+    """One rollout, [B] completions: tokens [B, Lp+T], mask [B, Lp+T] (prompt and completion
+    masks), completion_mask [B, T], behaviour_log_prob / ref_log_prob [B, T], advantages [B]."""
+
+    tokens: jax.Array
+    mask: jax.Array
+    completion_mask: jax.Array
+    behaviour_log_prob: jax.Array
+    ref_log_prob: jax.Array
+    advantages: jax.Array
+
+
+def optimizer(hp: GRPOHParams, max_grad_norm: float) -> optax.GradientTransformation:
+    """Global-norm clip, Adam (eps 1e-8), step -lr (lr traced)."""
+    return optax.chain(scale_by_global_norm_clip(max_grad_norm), optax.scale_by_adam(eps=1e-8),
+                       optax.scale(-hp.lr))
+
+
+def completion_log_probs(params: Any, cfg: lm.LMConfig, tokens: jax.Array, mask: jax.Array,
+                         prompt_length: int, temperature: float,
+                         dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """(log pi(y_t | prefix), entropy) [B, T] of the completion tokens (columns >= prompt_length)."""
+    lp, ent = lm.token_log_probs(params, cfg, tokens, mask, temperature, dtype)
+    return lp[:, prompt_length - 1:], ent[:, prompt_length - 1:]
+
+
+def make_train(config: GRPOConfig, init_params: Any | None = None,
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+    """The run as a `Trainer`; `init_params` (e.g. after SFT) start the policy and are the
+    reference policy of the KL term (default: a fresh random init from the key).
+
+    Train metrics per update: reward (train accuracy), response_length, entropy, kl_ref,
+    inactive_frac (tokens whose gradient the clip / mask cut) and its split
+    inactive_rare_frac / inactive_common_frac (rare: mu(y_t) < rare_prob), rare_frac,
+    ratio_max, loss, grad_norm. Eval metrics: accuracy (mean reward of `eval_samples`
+    sampled completions per held-out prompt, temperature as in training), greedy_accuracy,
+    eval_response_length.
+    """
+    config.validate()
+    task = config.make_task()
+    cfg = config.lm_config(task)
+    Lp, T, G = task.prompt_length, task.completion_length, config.group_size
+    rollout_dtype = DTYPES[config.rollout_dtype]
+    eos, pad = task.vocab.id("<eos>"), task.vocab.id("<pad>")
+    if init_params is not None:
+        template = jax.eval_shape(lambda: lm.init_params(cfg, jax.random.PRNGKey(0)))
+        chex.assert_trees_all_equal_shapes_and_dtypes(template, init_params)
+
+    def draw(params, key, prompts, mask, noise, dtype, top_k):
+        return lm.sample(params, cfg, key, prompts, mask, max_new_tokens=T, eos_id=eos,
+                         pad_id=pad, temperature=config.temperature, top_k=top_k, dtype=dtype,
+                         logit_noise=noise)
+
+    def init(key: jax.Array, hp: GRPOHParams) -> GRPOState:
+        k_params, k_train, k_eval = jax.random.split(key, 3)
+        params = lm.init_params(cfg, k_params) if init_params is None else init_params
+        return GRPOState(params=params, opt_state=optimizer(hp, config.max_grad_norm).init(params),
+                         ref_params=params, key=k_train, eval_key=k_eval,
+                         update=jnp.zeros((), jnp.int32), hparams=hp)
+
+    def loss_fn(params, mb: SequenceBatch, key, hp: GRPOHParams):
+        lp, ent = completion_log_probs(params, cfg, mb.tokens, mb.mask, Lp, config.temperature)
+        loss, m = seq.sequence_loss(lp, mb.behaviour_log_prob, mb.advantages, mb.completion_mask,
+                                    hp.loss, mb.ref_log_prob, max_length=T)
+        valid = mb.completion_mask.astype(jnp.float32)
+        rare = valid * (mb.behaviour_log_prob < jnp.log(config.rare_prob))
+        common = valid - rare
+        cut = m.pop("inactive")
+        frac = lambda w: jnp.sum(cut * w) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
+        return loss, {**m, "entropy": jnp.sum(ent * valid) / jnp.maximum(valid.sum(), 1.0),
+                      "inactive_rare_frac": frac(rare), "inactive_common_frac": frac(common),
+                      "rare_frac": rare.sum() / jnp.maximum(valid.sum(), 1.0)}
+
+    def update(state: GRPOState) -> tuple[GRPOState, Metrics]:
+        hp = state.hparams
+        key, k_prompt, k_sample, k_sgd = jax.random.split(state.key, 4)
+        pr = task.prompts(k_prompt, config.prompts_per_update, "train")
+        prompts, pmask, problem = (jnp.repeat(x, G, axis=0) for x in (pr.tokens, pr.mask,
+                                                                     pr.problem))
+        s = draw(state.params, k_sample, prompts, pmask, hp.rollout_noise, rollout_dtype,
+                 config.top_k)
+        rewards = task.reward(problem, s.completion, s.completion_mask)
+        adv = seq.group_advantages(rewards, G, hp.loss.std_scale)
+        mask = jnp.concatenate([pmask, s.completion_mask], axis=1)
+        ref_lp, _ = completion_log_probs(state.ref_params, cfg, s.tokens, mask, Lp,
+                                         config.temperature)
+        batch = SequenceBatch(tokens=s.tokens, mask=mask, completion_mask=s.completion_mask,
+                              behaviour_log_prob=s.log_probs, ref_log_prob=ref_lp,
+                              advantages=adv)
+        tx = optimizer(hp, config.max_grad_norm)
+        params, opt_state, aux = sgd(lambda p, mb, k: loss_fn(p, mb, k, hp), tx, state.params,
+                                     state.opt_state, batch, k_sgd, config.epochs,
+                                     config.minibatches)
+        new = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + 1)
+        metrics = {k: v.mean() for k, v in aux.items()}
+        metrics.update(reward=rewards.mean(),
+                       response_length=s.completion_mask.sum(1).astype(jnp.float32).mean(),
+                       ratio_max=aux["ratio_max"].max())
+        report(on_update, new.update, metrics["reward"], new)
+        return new, metrics
+
+    def evaluate(state: GRPOState) -> Metrics:
+        k_prompt, k_sample = jax.random.split(state.eval_key)
+        pr = task.prompts(k_prompt, config.eval_prompts, "test")  # the same prompts every time
+        greedy = draw(state.params, k_sample, pr.tokens, pr.mask, 0.0, jnp.float32, 1)
+        n = config.eval_samples
+        rep = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731
+        s = draw(state.params, k_sample, rep(pr.tokens), rep(pr.mask), 0.0, jnp.float32, 0)
+        return {"accuracy": task.reward(rep(pr.problem), s.completion, s.completion_mask).mean(),
+                "greedy_accuracy": task.reward(pr.problem, greedy.completion,
+                                               greedy.completion_mask).mean(),
+                "eval_response_length": s.completion_mask.sum(1).astype(jnp.float32).mean()}
+
+    return Trainer(init=init, update=update, evaluate=evaluate,
+                   default_hparams=config.hparams(), num_evals=config.num_evals,
+                   updates_per_eval=config.updates // (config.num_evals - 1),
+                   steps_per_update=config.batch_size, config=config)
+
+
+__all__ = ["GRPOConfig", "GRPOHParams", "GRPOState", "SequenceBatch", "make_train", "optimizer",
+           "completion_log_probs", "DTYPES"]
