@@ -192,5 +192,6 @@ def test_vmap_over_params_and_shard_map(params):
     mesh = jax.make_mesh((2,), ("d",))
     local = jax.shard_map(jax.vmap(lambda p: run(p).tokens), mesh=mesh,
                           in_specs=PartitionSpec("d"), out_specs=PartitionSpec("d"))
-    sharded = jax.jit(local)(jax.device_put(stacked, jax.sharding.NamedSharding(mesh, PartitionSpec("d"))))
+    sharding = jax.sharding.NamedSharding(mesh, PartitionSpec("d"))
+    sharded = jax.jit(local)(jax.device_put(stacked, sharding))
     np.testing.assert_array_equal(np.asarray(sharded), both.tokens)

@@ -289,6 +289,7 @@ def _finish(prompts, toks, lps, ents, eos_id: int, pad_id: int) -> Sample:
     before = jnp.cumsum(is_eos.astype(jnp.int32), axis=1) - is_eos.astype(jnp.int32)
     mask = before == 0
     completion = jnp.where(mask, toks, pad_id).astype(jnp.int32)
+    chex.assert_equal_shape([completion, lps, ents])
     return Sample(tokens=jnp.concatenate([prompts.astype(jnp.int32), completion], axis=1),
                   completion=completion, completion_mask=mask,
                   log_probs=jnp.where(mask, lps, 0.0), entropy=jnp.where(mask, ents, 0.0))
@@ -309,6 +310,7 @@ def sample(params: Params, config: LMConfig, key: jax.Array, prompts: jax.Array,
     """
     _check_sample_args(config, prompts, prompt_mask, max_new_tokens, eos_id, pad_id,
                        temperature, top_k, logit_noise)
+    chex.assert_type(prompts, int)
     B, P = prompts.shape
     T = max_new_tokens
     model = TransformerLM(config, dtype)
