@@ -59,6 +59,7 @@ class GRPOConfig:
     layers: int = 2
     width: int = 128
     heads: int = 4
+    context: int | None = None  # model context (positions); default: prompt + completion length
     prompts_per_update: int = 16
     group_size: int = 8
     epochs: int = 1
@@ -93,8 +94,12 @@ class GRPOConfig:
 
     def lm_config(self, task: Task | None = None) -> lm.LMConfig:
         task = task or self.make_task()
-        return lm.LMConfig(vocab_size=task.vocab.size,
-                           context=task.prompt_length + task.completion_length,
+        need = task.prompt_length + task.completion_length
+        if self.context is not None and self.context < need:
+            raise ValueError(f"GRPOConfig.context={self.context} is shorter than the {self.task} "
+                             f"task's prompt ({task.prompt_length}) + completion "
+                             f"({task.completion_length}) = {need} tokens")
+        return lm.LMConfig(vocab_size=task.vocab.size, context=self.context or need,
                            layers=self.layers, width=self.width, heads=self.heads)
 
     @property
