@@ -76,6 +76,7 @@ class GRPOConfig:
     eval_samples: int = 4  # sampled completions per held-out prompt
     rare_prob: float = 0.1  # a token is "rare" when mu(y_t) < rare_prob (mask/clip split)
     init: str = ""
+    max_new_tokens: int | None = None  # completion length T (default: the task's; must be >= it)
 
     def task_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"distractors": self.distractors,
@@ -91,10 +92,15 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.task: unknown task {self.task!r}; valid: {', '.join(TASKS)}")
         return make_task(self.task, **self.task_options())
 
+    def completion_length(self, task: Task | None = None) -> int:
+        """T: `max_new_tokens` if set, else the task's completion length."""
+        task = task or self.make_task()
+        return task.completion_length if self.max_new_tokens is None else self.max_new_tokens
+
     def lm_config(self, task: Task | None = None) -> lm.LMConfig:
         task = task or self.make_task()
         return lm.LMConfig(vocab_size=task.vocab.size,
-                           context=task.prompt_length + task.completion_length,
+                           context=task.prompt_length + self.completion_length(task),
                            layers=self.layers, width=self.width, heads=self.heads)
 
     @property
@@ -104,6 +110,11 @@ class GRPOConfig:
     def validate(self) -> None:
         """Raise `ValueError` naming the offending value, before anything compiles."""
         task = self.make_task()
+        if self.max_new_tokens is not None and (
+                isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int)
+                or self.max_new_tokens < task.completion_length):
+            raise ValueError(f"GRPOConfig.max_new_tokens must be an int >= the task's completion "
+                             f"length {task.completion_length}, got {self.max_new_tokens!r}")
         self.lm_config(task)
         for name in ("prompts_per_update", "group_size", "epochs", "minibatches", "updates",
                      "eval_prompts", "eval_samples"):
@@ -207,7 +218,7 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
     config.validate()
     task = config.make_task()
     cfg = config.lm_config(task)
-    Lp, T, G = task.prompt_length, task.completion_length, config.group_size
+    Lp, T, G = task.prompt_length, config.completion_length(task), config.group_size
     rollout_dtype = DTYPES[config.rollout_dtype]
     eos, pad = task.vocab.id("<eos>"), task.vocab.id("<pad>")
     if init_params is not None:
