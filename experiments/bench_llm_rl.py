@@ -1,7 +1,7 @@
 """LLM-style RL throughput: rlx's GRPO step against TRL's GRPOTrainer; prints ONE JSON line.
 
     python -m experiments.bench_llm_rl                   # rlx only
-    python -m experiments.bench_llm_rl --with-anchor     # rlx, TRL (../shared/anchors/trl_grpo.sh), rlx
+    python -m experiments.bench_llm_rl --with-anchor     # rlx, TRL (trl_grpo.sh), rlx again
     python -m experiments.bench_llm_rl --members 2 --threads 2   # 2 vmapped runs on 2 cores
 
 The config is the anchor's: a GPT-2-shaped LM (2 layers, width 128, 4 heads, random init),
@@ -172,7 +172,8 @@ class _Rlx:
         self.trainer = grpo.make_train(config)
         task = config.make_task()
         self.task, self.cfg = task, config.lm_config(task)
-        self.T, self.P, self.B = config.completion_length(task), task.prompt_length, config.batch_size
+        self.T, self.P = config.completion_length(task), task.prompt_length
+        self.B = config.batch_size
         K, M = a.updates_per_call, a.members
         key = jax.random.PRNGKey(a.seed)
         tr = self.trainer
@@ -344,8 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
     if anchor is not None:
         a_rate = anchor["grpo_steps_per_s"]
         v = re.search(r" V(\d+) ", anchor.get("model", ""))
-        a_flops = model_flops(config.width, config.layers, int(v.group(1)) if v else rlx.cfg.vocab_size,
-                              rlx.B, rlx.P, anchor["max_completion_length"])
+        a_vocab = int(v.group(1)) if v else rlx.cfg.vocab_size
+        a_flops = model_flops(config.width, config.layers, a_vocab, rlx.B, rlx.P,
+                              anchor["max_completion_length"])
         res.update({
             "anchor_grpo_steps_per_s": a_rate,
             "ratio": round(steps_per_s / a_rate, 2),

@@ -12,6 +12,10 @@ One update (`make_train(config).update`):
     epochs x minibatches optimiser steps (`rlx.algos.onpolicy.sgd`) on
                    sequence_loss(log pi_theta, log mu, A, mask, hparams.loss, ref_log_prob)
 
+Each prompt's forward is computed once for its group (`lm.sample(group_size=G)`,
+`lm.group_log_probs`) in sampling, the reference forward and, with minibatches = 1 (each
+step on the whole batch, kept in prompt order), training.
+
 Every minibatch step after the first trains on data from an older policy: the staleness
 where trust regions (clip, DPPO's masks, DRPO's quadratic) differ. The trust region is
 anchored at the rollout's own log-probabilities mu (as DPPO's recipe says), so under a
@@ -225,10 +229,21 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         template = jax.eval_shape(lambda: lm.init_params(cfg, jax.random.PRNGKey(0)))
         chex.assert_trees_all_equal_shapes_and_dtypes(template, init_params)
 
-    def draw(params, key, prompts, mask, noise, dtype, top_k):
+    # One optimiser step per epoch on the whole batch: it stays in prompt order (unshuffled; the
+    # loss does not depend on the order), so each prompt's forward is computed once per group.
+    grouped = config.minibatches == 1
+
+    def draw(params, key, prompts, mask, noise, dtype, top_k, group_size=1):
         return lm.sample(params, cfg, key, prompts, mask, max_new_tokens=T, eos_id=eos,
                          pad_id=pad, temperature=config.temperature, top_k=top_k, dtype=dtype,
-                         logit_noise=noise)
+                         logit_noise=noise, group_size=group_size)
+
+    def log_probs(params, tokens, mask, completion_mask, in_groups):
+        """completion_log_probs; `in_groups`: rows come in groups of G copies of a prompt."""
+        if in_groups:
+            return lm.group_log_probs(params, cfg, tokens[::G, :Lp], mask[::G, :Lp],
+                                      tokens[:, Lp:], completion_mask, config.temperature)
+        return completion_log_probs(params, cfg, tokens, mask, Lp, config.temperature)
 
     def init(key: jax.Array, hp: GRPOHParams) -> GRPOState:
         k_params, k_train, k_eval = jax.random.split(key, 3)
@@ -238,7 +253,7 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                          update=jnp.zeros((), jnp.int32), hparams=hp)
 
     def loss_fn(params, mb: SequenceBatch, key, hp: GRPOHParams):
-        lp, ent = completion_log_probs(params, cfg, mb.tokens, mb.mask, Lp, config.temperature)
+        lp, ent = log_probs(params, mb.tokens, mb.mask, mb.completion_mask, grouped)
         loss, m = seq.sequence_loss(lp, mb.behaviour_log_prob, mb.advantages, mb.completion_mask,
                                     hp.loss, mb.ref_log_prob, max_length=T)
         valid = mb.completion_mask.astype(jnp.float32)
@@ -257,19 +272,18 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         prompts, pmask, problem = (jnp.repeat(x, G, axis=0) for x in (pr.tokens, pr.mask,
                                                                      pr.problem))
         s = draw(state.params, k_sample, prompts, pmask, hp.rollout_noise, rollout_dtype,
-                 config.top_k)
+                 config.top_k, G)
         rewards = task.reward(problem, s.completion, s.completion_mask)
         adv = seq.group_advantages(rewards, G, hp.loss.std_scale)
         mask = jnp.concatenate([pmask, s.completion_mask], axis=1)
-        ref_lp, _ = completion_log_probs(state.ref_params, cfg, s.tokens, mask, Lp,
-                                         config.temperature)
+        ref_lp, _ = log_probs(state.ref_params, s.tokens, mask, s.completion_mask, True)
         batch = SequenceBatch(tokens=s.tokens, mask=mask, completion_mask=s.completion_mask,
                               behaviour_log_prob=s.log_probs, ref_log_prob=ref_lp,
                               advantages=adv)
         tx = optimizer(hp, config.max_grad_norm)
         params, opt_state, aux = sgd(lambda p, mb, k: loss_fn(p, mb, k, hp), tx, state.params,
                                      state.opt_state, batch, k_sgd, config.epochs,
-                                     config.minibatches)
+                                     0 if grouped else config.minibatches)
         new = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + 1)
         metrics = {k: v.mean() for k, v in aux.items()}
         metrics.update(reward=rewards.mean(),
@@ -284,7 +298,7 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         greedy = draw(state.params, k_sample, pr.tokens, pr.mask, 0.0, jnp.float32, 1)
         n = config.eval_samples
         rep = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731
-        s = draw(state.params, k_sample, rep(pr.tokens), rep(pr.mask), 0.0, jnp.float32, 0)
+        s = draw(state.params, k_sample, rep(pr.tokens), rep(pr.mask), 0.0, jnp.float32, 0, n)
         return {"accuracy": task.reward(rep(pr.problem), s.completion, s.completion_mask).mean(),
                 "greedy_accuracy": task.reward(pr.problem, greedy.completion,
                                                greedy.completion_mask).mean(),
