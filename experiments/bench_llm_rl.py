@@ -41,7 +41,12 @@ and T completion tokens:
     train     = 3 B (P + T) f(P + T)             forward + backward (2x forward)
     flops_per_step = sample + reference + train (biases, LayerNorm, softmax, Adam not counted)
 
-`achieved_gflops` = flops_per_step x steps/s / 1e9; `matmul_peak_gflops`: a jitted float32
+`achieved_gflops` = flops_per_step x steps/s / 1e9 (model FLOPs per second, the same
+numerator for both: `anchor_achieved_gflops`); rlx executes fewer, as it computes each prompt's
+forward once per group of G completions (`lm.sample(group_size=G)`, `lm.group_log_probs`), where
+TRL computes it G times: `executed_gflops` = xla_flops_per_step x steps/s / 1e9 (and
+`executed_peak_fraction`; `peak_fraction` uses the model FLOPs, so it can exceed 1).
+`matmul_peak_gflops`: a jitted float32
 1024x1024 @ 1024x1024 matmul on each of the N devices at once (median of several), in the same
 run; `peak_fraction` = their ratio. `xla_flops_per_step`: XLA's cost analysis of the compiled
 update (every FLOP it executes, elementwise included), corrected for XLA counting a loop body
@@ -340,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
         "achieved_gflops": round(achieved, 2),
         "matmul_peak_gflops": round(peak, 2),
         "peak_fraction": round(achieved / peak, 3),
+        "executed_gflops": None if xla_flops is None else round(xla_flops * steps_per_s / 1e9, 2),
+        "executed_peak_fraction": None if xla_flops is None
+        else round(xla_flops * steps_per_s / 1e9 / peak, 3),
         "mean_completion_tokens": round(statistics.mean(lengths), 2),
         "versions": {"jax": jax.__version__, "jaxlib": jaxlib.version.__version__}}
     if anchor is not None:
