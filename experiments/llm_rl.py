@@ -40,9 +40,9 @@ COLLAPSE_DROP = 0.10
 
 # CPU default: a 2-layer, 64-wide model; lr and schedule chosen on a pilot (see README).
 DEFAULT = dict(layers=2, width=64, heads=4, prompts_per_update=16, group_size=8, epochs=1,
-               minibatches=4, lr=1e-4, updates=300, num_evals=7, eval_prompts=256,
+               minibatches=4, lr=1e-4, updates=240, num_evals=7, eval_prompts=256,
                eval_samples=4)
-SFT_STEPS = {"addition": 600, "countdown": 1600}
+SFT_STEPS = {"addition": 1500, "countdown": 3000}
 QUICK = dict(layers=1, width=32, heads=2, prompts_per_update=4, group_size=4, minibatches=2,
              updates=4, num_evals=3, eval_prompts=16, eval_samples=1)
 QUICK_SFT_STEPS = 20
@@ -71,8 +71,8 @@ class Args:
     mismatch_losses: tuple[str, ...] = MISMATCH_LOSSES
     drpo_eps: tuple[float, ...] = (0.5, 2.0, 50.0)  # DRPO eps values beside the preset's 12.5
     mismatch_noise: float = 0.5  # std of the logit noise of mismatched rollouts (+ bf16)
-    sft_steps: int | None = None  # default: per task (addition 600, countdown 1600)
-    sft_noise: float = 0.2  # fraction of SFT traces with an injected error
+    sft_steps: int | None = None  # default: per task (addition 1500, countdown 3000)
+    sft_noise: float = 0.5  # fraction of SFT traces with an injected error
     full: bool = False  # larger model and batch, longer runs (a GPU job)
     seed: int = 0
 

@@ -195,3 +195,28 @@ def test_vmap_over_params_and_shard_map(params):
     sharding = jax.sharding.NamedSharding(mesh, PartitionSpec("d"))
     sharded = jax.jit(local)(jax.device_put(stacked, sharding))
     np.testing.assert_array_equal(np.asarray(sharded), both.tokens)
+
+
+def test_groups_compute_each_prompt_once_with_the_same_results(params):
+    """sample(group_size=G) and group_log_probs equal the per-row computations (left-padded
+    prompts, each repeated G times); group_log_probs' gradient too (summed in another order)."""
+    prompts, mask = _prompts(batch=4)
+    G = 3
+    rep_p, rep_m = jnp.repeat(prompts, G, axis=0), jnp.repeat(mask, G, axis=0)
+    s = lm.sample_jit(params, CFG, jax.random.key(9), rep_p, rep_m, **KW)
+    sg = lm.sample_jit(params, CFG, jax.random.key(9), rep_p, rep_m, group_size=G, **KW)
+    np.testing.assert_array_equal(s.tokens, sg.tokens)
+    np.testing.assert_allclose(s.log_probs, sg.log_probs, atol=1e-6)
+
+    def per_row(p):
+        return token_log_probs(p, CFG, s.tokens, _full_mask(rep_m, s))[0][:, 4:]
+
+    def grouped(p):
+        return lm.group_log_probs(p, CFG, prompts, mask, s.completion, s.completion_mask)[0]
+
+    np.testing.assert_allclose(per_row(params), grouped(params), atol=1e-6)
+    w = jnp.arange(1.0, T + 1.0)
+    g1, g2 = (jax.grad(lambda p, f=f: (f(p) * w).sum())(params) for f in (per_row, grouped))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g1, g2)
+    with pytest.raises(ValueError, match="group_size"):
+        lm.sample(params, CFG, jax.random.key(0), rep_p, rep_m, group_size=5, **KW)

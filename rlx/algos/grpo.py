@@ -12,6 +12,10 @@ One update (`make_train(config).update`):
     epochs x minibatches optimiser steps (`rlx.algos.onpolicy.sgd`) on
                    sequence_loss(log pi_theta, log mu, A, mask, hparams.loss, ref_log_prob)
 
+Each prompt's forward is computed once for its group (`lm.sample(group_size=G)`,
+`lm.group_log_probs`) in sampling, the reference forward and training: minibatches are
+whole groups (the batch is `[prompts, G, ...]` and `sgd` splits the prompt axis).
+
 Every minibatch step after the first trains on data from an older policy: the staleness
 where trust regions (clip, DPPO's masks, DRPO's quadratic) differ. The trust region is
 anchored at the rollout's own log-probabilities mu (as DPPO's recipe says), so under a
@@ -77,6 +81,7 @@ class GRPOConfig:
     eval_samples: int = 4  # sampled completions per held-out prompt
     rare_prob: float = 0.1  # a token is "rare" when mu(y_t) < rare_prob (mask/clip split)
     init: str = ""
+    max_new_tokens: int | None = None  # completion length T (default: the task's; must be >= it)
 
     def task_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"distractors": self.distractors,
@@ -92,13 +97,18 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.task: unknown task {self.task!r}; valid: {', '.join(TASKS)}")
         return make_task(self.task, **self.task_options())
 
+    def completion_length(self, task: Task | None = None) -> int:
+        """T: `max_new_tokens` if set, else the task's completion length."""
+        task = task or self.make_task()
+        return task.completion_length if self.max_new_tokens is None else self.max_new_tokens
+
     def lm_config(self, task: Task | None = None) -> lm.LMConfig:
         task = task or self.make_task()
-        need = task.prompt_length + task.completion_length
+        need = task.prompt_length + self.completion_length(task)
         if self.context is not None and self.context < need:
             raise ValueError(f"GRPOConfig.context={self.context} is shorter than the {self.task} "
                              f"task's prompt ({task.prompt_length}) + completion "
-                             f"({task.completion_length}) = {need} tokens")
+                             f"({self.completion_length(task)}) = {need} tokens")
         return lm.LMConfig(vocab_size=task.vocab.size, context=self.context or need,
                            layers=self.layers, width=self.width, heads=self.heads)
 
@@ -109,6 +119,11 @@ class GRPOConfig:
     def validate(self) -> None:
         """Raise `ValueError` naming the offending value, before anything compiles."""
         task = self.make_task()
+        if self.max_new_tokens is not None and (
+                isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int)
+                or self.max_new_tokens < task.completion_length):
+            raise ValueError(f"GRPOConfig.max_new_tokens must be an int >= the task's completion "
+                             f"length {task.completion_length}, got {self.max_new_tokens!r}")
         self.lm_config(task)
         for name in ("prompts_per_update", "group_size", "epochs", "minibatches", "updates",
                      "eval_prompts", "eval_samples"):
@@ -118,10 +133,10 @@ class GRPOConfig:
         if self.group_size < 2:
             raise ValueError(f"GRPOConfig.group_size must be >= 2 (group advantages), got "
                              f"{self.group_size}")
-        if self.batch_size % self.minibatches:
+        if self.prompts_per_update % self.minibatches:
             raise ValueError(f"GRPOConfig.minibatches={self.minibatches} does not divide the "
-                             f"batch of {self.prompts_per_update} prompts x {self.group_size} "
-                             f"completions = {self.batch_size}")
+                             f"{self.prompts_per_update} prompts of an update (a minibatch is "
+                             f"whole groups of {self.group_size} completions)")
         for name in ("lr", "max_grad_norm", "temperature", "rare_prob"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GRPOConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -173,7 +188,8 @@ class GRPOState:
 @struct.dataclass
 class SequenceBatch:
     """One rollout, [B] completions: tokens [B, Lp+T], mask [B, Lp+T] (prompt and completion
-    masks), completion_mask [B, T], behaviour_log_prob / ref_log_prob [B, T], advantages [B]."""
+    masks), completion_mask [B, T], behaviour_log_prob / ref_log_prob [B, T], advantages [B].
+    The update hands it to `sgd` as [prompts, G, ...] (minibatches of whole groups)."""
 
     tokens: jax.Array
     mask: jax.Array
@@ -212,17 +228,22 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
     config.validate()
     task = config.make_task()
     cfg = config.lm_config(task)
-    Lp, T, G = task.prompt_length, task.completion_length, config.group_size
+    Lp, T, G = task.prompt_length, config.completion_length(task), config.group_size
     rollout_dtype = DTYPES[config.rollout_dtype]
     eos, pad = task.vocab.id("<eos>"), task.vocab.id("<pad>")
     if init_params is not None:
         template = jax.eval_shape(lambda: lm.init_params(cfg, jax.random.PRNGKey(0)))
         chex.assert_trees_all_equal_shapes_and_dtypes(template, init_params)
 
-    def draw(params, key, prompts, mask, noise, dtype, top_k):
+    def draw(params, key, prompts, mask, noise, dtype, top_k, group_size=1):
         return lm.sample(params, cfg, key, prompts, mask, max_new_tokens=T, eos_id=eos,
                          pad_id=pad, temperature=config.temperature, top_k=top_k, dtype=dtype,
-                         logit_noise=noise)
+                         logit_noise=noise, group_size=group_size)
+
+    def log_probs(params, tokens, mask, completion_mask):
+        """completion_log_probs [B, T] of rows that come in groups of G copies of a prompt."""
+        return lm.group_log_probs(params, cfg, tokens[::G, :Lp], mask[::G, :Lp],
+                                  tokens[:, Lp:], completion_mask, config.temperature)
 
     def init(key: jax.Array, hp: GRPOHParams) -> GRPOState:
         k_params, k_train, k_eval = jax.random.split(key, 3)
@@ -232,7 +253,8 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                          update=jnp.zeros((), jnp.int32), hparams=hp)
 
     def loss_fn(params, mb: SequenceBatch, key, hp: GRPOHParams):
-        lp, ent = completion_log_probs(params, cfg, mb.tokens, mb.mask, Lp, config.temperature)
+        mb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), mb)  # [p, G, ...] -> [p*G, ...]
+        lp, ent = log_probs(params, mb.tokens, mb.mask, mb.completion_mask)
         loss, m = seq.sequence_loss(lp, mb.behaviour_log_prob, mb.advantages, mb.completion_mask,
                                     hp.loss, mb.ref_log_prob, max_length=T)
         valid = mb.completion_mask.astype(jnp.float32)
@@ -251,19 +273,19 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         prompts, pmask, problem = (jnp.repeat(x, G, axis=0) for x in (pr.tokens, pr.mask,
                                                                      pr.problem))
         s = draw(state.params, k_sample, prompts, pmask, hp.rollout_noise, rollout_dtype,
-                 config.top_k)
+                 config.top_k, G)
         rewards = task.reward(problem, s.completion, s.completion_mask)
         adv = seq.group_advantages(rewards, G, hp.loss.std_scale)
         mask = jnp.concatenate([pmask, s.completion_mask], axis=1)
-        ref_lp, _ = completion_log_probs(state.ref_params, cfg, s.tokens, mask, Lp,
-                                         config.temperature)
+        ref_lp, _ = log_probs(state.ref_params, s.tokens, mask, s.completion_mask)
         batch = SequenceBatch(tokens=s.tokens, mask=mask, completion_mask=s.completion_mask,
                               behaviour_log_prob=s.log_probs, ref_log_prob=ref_lp,
                               advantages=adv)
+        batch = jax.tree.map(lambda x: x.reshape((-1, G) + x.shape[1:]), batch)  # [prompts, G, ...]
         tx = optimizer(hp, config.max_grad_norm)
         params, opt_state, aux = sgd(lambda p, mb, k: loss_fn(p, mb, k, hp), tx, state.params,
                                      state.opt_state, batch, k_sgd, config.epochs,
-                                     config.minibatches)
+                                     0 if config.minibatches == 1 else config.minibatches)
         new = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + 1)
         metrics = {k: v.mean() for k, v in aux.items()}
         metrics.update(reward=rewards.mean(),
@@ -278,7 +300,7 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         greedy = draw(state.params, k_sample, pr.tokens, pr.mask, 0.0, jnp.float32, 1)
         n = config.eval_samples
         rep = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731
-        s = draw(state.params, k_sample, rep(pr.tokens), rep(pr.mask), 0.0, jnp.float32, 0)
+        s = draw(state.params, k_sample, rep(pr.tokens), rep(pr.mask), 0.0, jnp.float32, 0, n)
         return {"accuracy": task.reward(rep(pr.problem), s.completion, s.completion_mask).mean(),
                 "greedy_accuracy": task.reward(pr.problem, greedy.completion,
                                                greedy.completion_mask).mean(),

@@ -5,6 +5,7 @@ from rlx.lm.model import (
     LMConfig,
     Sample,
     TransformerLM,
+    group_log_probs,
     init_params,
     logits,
     num_params,
@@ -17,7 +18,8 @@ from rlx.lm.model import (
 )
 
 __all__ = [
-    "SAMPLE_STATIC", "LMConfig", "Sample", "TransformerLM", "init_params", "logits", "num_params",
+    "SAMPLE_STATIC", "LMConfig", "Sample", "TransformerLM", "group_log_probs", "init_params",
+    "logits", "num_params",
     "positions_from_mask", "reference_sample", "reference_sample_jit", "sample", "sample_jit",
     "token_log_probs",
 ]

@@ -43,7 +43,8 @@ DType = Any
 # Masked attention scores and excluded top-k logits: finite (so fully-masked rows of
 # padding queries stay finite and 0 * log p = 0 in entropies), far below any real logit.
 _NEG = -1e30
-SAMPLE_STATIC: tuple[str, ...] = ("config", "max_new_tokens", "eos_id", "pad_id", "top_k", "dtype")
+SAMPLE_STATIC: tuple[str, ...] = ("config", "max_new_tokens", "eos_id", "pad_id", "top_k", "dtype",
+                                   "group_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +213,45 @@ def token_log_probs(params: Params, config: LMConfig, tokens: jax.Array, mask: j
     return jnp.where(valid, lp, 0.0), jnp.where(valid, ent, 0.0)
 
 
+def group_log_probs(params: Params, config: LMConfig, prompts: jax.Array, prompt_mask: jax.Array,
+                    completion: jax.Array, completion_mask: jax.Array,
+                    temperature: float | jax.Array = 1.0,
+                    dtype: DType = jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """(log_probs [B,T], entropy [B,T]) float32 of the completions [B,T] of n prompts [n,P], each
+    prompt's G = B / n completions in consecutive rows (i G .. i G + G - 1): the completion columns
+    of `token_log_probs` of the concatenated sequences [prompt_i, completion_b], with each
+    prompt's forward computed once for its group (a prefill, then the completions as one cached
+    chunk) instead of G times. Differentiable in params."""
+    n, P = prompts.shape
+    B, T = completion.shape
+    if prompt_mask.shape != prompts.shape or completion_mask.shape != completion.shape:
+        raise ValueError(f"masks {prompt_mask.shape}, {completion_mask.shape} do not match prompts "
+                         f"{prompts.shape} and completion {completion.shape}")
+    if n == 0 or B % n:
+        raise ValueError(f"{B} completions do not split into groups of the {n} prompts")
+    if P + T > config.context:
+        raise ValueError(f"prompt length {P} + completion length {T} exceeds config.context="
+                         f"{config.context}")
+    G = B // n
+    model = TransformerLM(config, dtype)
+    params = _cast(params, dtype)
+    pmask = prompt_mask.astype(bool)
+    lg_p, (k, v) = model.apply({"params": params}, prompts, positions_from_mask(pmask), pmask)
+    first = jnp.repeat(lg_p[:, -1:], G, axis=0)  # predicts completion token 0
+    if T > 1:
+        pad_cols = ((0, 0), (0, 0), (0, T), (0, 0), (0, 0))
+        cache = tuple(jnp.pad(jnp.repeat(x, G, axis=1), pad_cols) for x in (k, v))
+        mask = jnp.concatenate([jnp.repeat(pmask, G, axis=0), completion_mask.astype(bool)], 1)
+        lg_c, _ = model.apply({"params": params}, completion[:, :-1].astype(jnp.int32),
+                              positions_from_mask(mask)[:, P:P + T - 1], mask, cache, P)
+        first = jnp.concatenate([first, lg_c], axis=1)
+    logp = jax.nn.log_softmax(first / temperature, axis=-1)
+    lp = jnp.take_along_axis(logp, completion[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    valid = completion_mask.astype(bool)
+    return jnp.where(valid, lp, 0.0), jnp.where(valid, ent, 0.0)
+
+
 @flax.struct.dataclass
 class Sample:
     """A batch of rollouts. tokens [B,P+T] = prompt then completion; completion [B,T]
@@ -298,15 +338,17 @@ def _finish(prompts, toks, lps, ents, eos_id: int, pad_id: int) -> Sample:
 def sample(params: Params, config: LMConfig, key: jax.Array, prompts: jax.Array,
            prompt_mask: jax.Array, *, max_new_tokens: int, eos_id: int, pad_id: int,
            temperature: float | jax.Array = 1.0, top_k: int = 0, dtype: DType = jnp.float32,
-           logit_noise: float | jax.Array = 0.0) -> Sample:
+           logit_noise: float | jax.Array = 0.0, group_size: int = 1) -> Sample:
     """Sample T = max_new_tokens completion tokens for left-padded prompts [B,P] with a KV cache.
 
     Token t ~ mu_t = softmax(topk((logits_t + logit_noise * eps_t) / temperature)), eps_t ~ N(0, I),
     logits_t computed in `dtype` (params cast to it). Keys: (k_sample, k_noise) =
     split(key); step t uses split(k_sample, T)[t] and split(k_noise, T)[t]. Tokens after
     the first EOS become pad_id and are masked. Static: config, max_new_tokens, eos_id,
-    pad_id, top_k (0 = no top-k), dtype (`SAMPLE_STATIC`); temperature and logit_noise may
-    be traced. Requires P + T <= config.context (ValueError otherwise, before tracing).
+    pad_id, top_k (0 = no top-k), dtype, group_size (`SAMPLE_STATIC`); temperature and
+    logit_noise may be traced. Requires P + T <= config.context (ValueError otherwise, before
+    tracing). `group_size` G > 1: rows i G .. i G + G - 1 of prompts are G copies of one prompt
+    (`jnp.repeat(p, G, axis=0)`), whose prefill is computed once (the same samples).
     """
     _check_sample_args(config, prompts, prompt_mask, max_new_tokens, eos_id, pad_id,
                        temperature, top_k, logit_noise)
@@ -318,9 +360,16 @@ def sample(params: Params, config: LMConfig, key: jax.Array, prompts: jax.Array,
     prompt_mask = prompt_mask.astype(bool)
     sample_keys, noise_keys = _step_keys(key, T)
 
-    # Prefill: one forward over the prompt, its keys/values become cache columns 0..P-1.
-    lg, (k, v) = model.apply({"params": params}, prompts, positions_from_mask(prompt_mask),
-                             prompt_mask)
+    if not isinstance(group_size, int) or group_size < 1 or B % group_size:
+        raise ValueError(f"group_size={group_size!r} must be an int >= 1 dividing the batch {B}")
+    G = group_size
+    # Prefill: one forward over each distinct prompt, its keys/values become cache columns 0..P-1.
+    distinct, distinct_mask = prompts[::G], prompt_mask[::G]
+    lg, (k, v) = model.apply({"params": params}, distinct, positions_from_mask(distinct_mask),
+                             distinct_mask)
+    if G > 1:
+        lg = jnp.repeat(lg[:, -1:], G, axis=0)
+        k, v = jnp.repeat(k, G, axis=1), jnp.repeat(v, G, axis=1)
     pad_cols = ((0, 0), (0, 0), (0, T), (0, 0), (0, 0))
     cache = (jnp.pad(k, pad_cols), jnp.pad(v, pad_cols))  # [layers,B,P+T,heads,head_dim]
     key_mask = jnp.concatenate([prompt_mask, jnp.zeros((B, T), bool)], axis=1)
@@ -353,9 +402,11 @@ def sample(params: Params, config: LMConfig, key: jax.Array, prompts: jax.Array,
 def reference_sample(params: Params, config: LMConfig, key: jax.Array, prompts: jax.Array,
                      prompt_mask: jax.Array, *, max_new_tokens: int, eos_id: int, pad_id: int,
                      temperature: float | jax.Array = 1.0, top_k: int = 0,
-                     dtype: DType = jnp.float32, logit_noise: float | jax.Array = 0.0) -> Sample:
+                     dtype: DType = jnp.float32, logit_noise: float | jax.Array = 0.0,
+                     group_size: int = 1) -> Sample:
     """`sample` without a KV cache: every step recomputes the full causal forward over the
-    [B, P+T] sequence so far (same keys, same distribution). For testing `sample`."""
+    [B, P+T] sequence so far (same keys, same distribution). For testing `sample`
+    (`group_size` is accepted for `sample`'s signature; every row is computed anyway)."""
     _check_sample_args(config, prompts, prompt_mask, max_new_tokens, eos_id, pad_id,
                        temperature, top_k, logit_noise)
     B, P = prompts.shape
