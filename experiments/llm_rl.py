@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, overrides = common.cli(
         __doc__.split("\n")[0], argv, Args, GRPOConfig,
         exclude=("task", "loss", "rollout_dtype", "rollout_noise", "init"),
-        defaults=dict(seeds=3))
+        defaults=dict(seeds=4))
     common.setup(args)
     if args.quick:
         args.tasks, args.seeds = args.tasks[:1], min(args.seeds, 1)

@@ -139,3 +139,11 @@ def test_experiment_bad_flags_are_one_line_errors(tmp_path, capsys, flags, match
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+def test_notebook_executes_in_quick_mode():
+    from nbrun import execute
+
+    text = execute("llm_rl.ipynb")
+    assert "same tokens as the cacheless decode: True" in text
+    assert "held-out accuracy" in text
