@@ -21,3 +21,6 @@ __all__ += ["state_baseline_advantages", "factorised_advantages", "next_step_act
             "factorised_surrogate", "others", "linear_baseline_features", "fit_linear_baseline",
             "linear_baseline", "variance_decomposition"]
 from rlx.losses import sequence  # noqa: E402,F401  (LLM-RL sequence losses: losses.sequence.*)
+from rlx.losses.preference import bradley_terry_loss, preference_accuracy, recentre_and_normalise  # noqa: E402,E501
+__all__ += ["bradley_terry_loss", "preference_accuracy", "recentre_and_normalise"]
+from rlx.losses import best_of_n  # noqa: E402,F401  (best-of-n estimator and KL: losses.best_of_n.*)
