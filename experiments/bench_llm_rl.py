@@ -121,17 +121,6 @@ def parse(argv: list[str] | None):
     return a, common.exit_on_value_error(build)
 
 
-def model_flops(w: int, layers: int, vocab: int, batch: int, prompt: int, completion: int) -> int:
-    """The analytic matmul FLOPs of one GRPO step (the module docstring's formula)."""
-    def f(keys: int) -> int:
-        return 2 * (12 * layers * w * w + vocab * w) + 4 * layers * w * keys
-
-    L = prompt + completion
-    sample = batch * prompt * f(prompt) + batch * (completion - 1) * f(L)
-    reference = batch * L * f(L)
-    return sample + reference + 3 * reference
-
-
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -322,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     M, K = a.members, a.updates_per_call
     program_rate = 1 / statistics.median(times)  # updates/s of the program (each member's)
     steps_per_s = M * program_rate
-    flops = model_flops(config.width, config.layers, rlx.cfg.vocab_size, rlx.B, rlx.P, rlx.T)
+    flops = lm.grpo_step_flops(config.width, config.layers, rlx.cfg.vocab_size, rlx.B, rlx.P, rlx.T)
     achieved = flops * steps_per_s / 1e9
     res = {
         "bench": "llm_rl", "impl": "rlx GRPO", "task": "addition (2 digits)",
@@ -354,8 +343,8 @@ def main(argv: list[str] | None = None) -> dict:
         a_rate = anchor["grpo_steps_per_s"]
         v = re.search(r" V(\d+) ", anchor.get("model", ""))
         a_vocab = int(v.group(1)) if v else rlx.cfg.vocab_size
-        a_flops = model_flops(config.width, config.layers, a_vocab, rlx.B, rlx.P,
-                              anchor["max_completion_length"])
+        a_flops = lm.grpo_step_flops(config.width, config.layers, a_vocab, rlx.B, rlx.P,
+                                     anchor["max_completion_length"])
         res.update({
             "anchor_grpo_steps_per_s": a_rate,
             "ratio": round(steps_per_s / a_rate, 2),

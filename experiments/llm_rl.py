@@ -5,8 +5,8 @@ importance-weighted PG from one SFT start, with and without a rollout/training m
     python -m experiments.llm_rl --out runs/q --quick         # tiny (tests)
     python -m experiments.llm_rl --out runs/llm_rl --full     # larger model, longer (a GPU job)
 
-Per task: a supervised warm start on noisy solution traces (`rlx.algos.sft`, saved with
-orbax under `--out`, reused on a rerun), then two programs, each every variant x seed as
+Per task: a supervised warm start on noisy solution traces (`rlx.algos.sft`, saved by
+`rlx.checkpoint` under `--out`, reused on a rerun), then two programs, each every variant x seed as
 one vmapped, sharded run (`rlx.runner.run`; the variants are hyper-parameter values):
 
 * clean: every loss of `--losses` (plus, on the first task, DRPO's eps sweep and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from experiments import bench_llm_rl
+from rlx.lm.model import grpo_step_flops
 
 TINY = ["--layers", "1", "--width", "32", "--heads", "2", "--prompts-per-update", "2",
         "--group-size", "2", "--max-new-tokens", "5", "--updates-per-call", "2", "--repeats", "1"]
@@ -21,7 +22,7 @@ def test_bench_llm_rl_json_keys(capsys):
                 "mean_completion_tokens", "update_s", "sample_s", "versions"):
         assert key in res, key
     assert res["grpo_steps_per_s"] > 0 and res["max_completion_length"] == 5
-    assert res["flops_per_step"] == bench_llm_rl.model_flops(32, 1, res["vocab_size"], 4, 7, 5)
+    assert res["flops_per_step"] == grpo_step_flops(32, 1, res["vocab_size"], 4, 7, 5)
     assert 0 < res["mean_completion_tokens"] <= 5
     assert "anchor_grpo_steps_per_s" not in res
 

@@ -112,9 +112,9 @@ def test_experiment_quick_and_resume(tmp_path, capsys):
     for k in ("env", "env_steps", "wall_s", "final_return", "params_digest"):
         assert k in s
     add = s["tasks"]["addition"]
-    for loss in llm_rl.LOSSES:
+    for loss in seq.LOSSES:
         assert {"initial_accuracy", "final_accuracy", "collapsed_seeds"} <= set(add[loss])
-    assert set(add["mismatch"]) >= set(llm_rl.MISMATCH_LOSSES)
+    assert set(add["mismatch"]) >= {"grpo", "dppo_tv", "drpo", "pg_is"}
     assert "drpo eps=12.5" in add["drpo_sweep"] and "drpo no |A|" in add["drpo_sweep"]
     for f in ("summary.json", "metrics.csv", "accuracy.png", "drpo_eps.png", "masked_fraction.png"):
         assert (tmp_path / f).exists(), f

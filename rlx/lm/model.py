@@ -433,5 +433,23 @@ def reference_sample(params: Params, config: LMConfig, key: jax.Array, prompts: 
     return _finish(prompts, toks, lps, ents, eos_id, pad_id)
 
 
+def grpo_step_flops(w: int, layers: int, vocab: int, batch: int, prompt: int, completion: int) -> int:
+    """The analytic matmul FLOPs of one GRPO step of B = `batch` completions (w = width,
+    Lyr = layers, V = vocab, P = prompt, T = completion tokens):
+
+        f(S) = 2 (12 Lyr w^2 + V w) + 4 Lyr w S      one token's forward attending to S keys
+        sample    = B P f(P) + B (T - 1) f(P + T)    prefill, then T - 1 cached decode steps
+        reference = B (P + T) f(P + T)               the frozen policy's forward
+        step      = sample + reference + 3 reference (the policy's forward + backward)
+    """
+    def f(keys: int) -> int:
+        return 2 * (12 * layers * w * w + vocab * w) + 4 * layers * w * keys
+
+    L = prompt + completion
+    sample = batch * prompt * f(prompt) + batch * (completion - 1) * f(L)
+    reference = batch * L * f(L)
+    return sample + reference + 3 * reference
+
+
 sample_jit = jax.jit(sample, static_argnames=SAMPLE_STATIC)
 reference_sample_jit = jax.jit(reference_sample, static_argnames=SAMPLE_STATIC)
