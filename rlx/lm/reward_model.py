@@ -27,8 +27,14 @@ every weight matrix and embedding by `GOLD_INIT_SCALE` (biases and LayerNorms un
 attention and the MLPs non-linear enough that the score depends on the prompt and completion
 digits jointly. No task-signal term is added (`gold_scores` is the gold RM alone): a correct-
 answer bonus would make the gold partly a step function that small proxies learn trivially.
-Measured over samples of an SFT policy on 2-digit addition: see `tests/test_reward_model.py`
-and the helper's report (gold std over all samples, and within a prompt's samples).
+Measured on 4096 samples (512 prompts x 8) of an SFT policy on 2-digit addition (2 layers,
+width 64, 50%-noisy traces; 52% correct): raw gold std 3.8 (scale 1: 0.2); the within-prompt std
+is 0.30 of the total (the pairs compare within a prompt; median |gold difference| of a pair
+0.35 total std); completion length explains R^2 0.56 of it, a linear model on one-hot tokens
+0.75 (0.96 at scale 1: nearly additive); correlation with the task reward -0.02. Proxies
+trained on ~2.9e3 of its comparisons (400 steps) reach held-out preference accuracies 0.71,
+0.73, 0.76 for sizes xs, s, m (0.86-0.92 at scale 1: too easy); with ~1.2e4 comparisons
+(1000 steps) xs 0.73, m 0.77, l 0.76. 28% of same-prompt pairs are identical (ties, dropped).
 
 Normalisation (as in the paper): every RM, gold and proxy, is recentred so that its mean score
 on the initial policy's samples is 0; we also scale it to unit standard deviation there, so
@@ -138,9 +144,11 @@ def last_real_index(mask: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(mask.astype(bool), jnp.arange(L, dtype=jnp.int32), 0), axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=("config", "init_scale"))
 def rm_init(config: RMConfig, key: jax.Array, init_scale: float = 1.0) -> Params:
     """GPT-2 init of the trunk (as `rlx.lm.init_params`), head weights N(0, 1/width), bias 0;
-    every weight matrix and embedding (not biases, not LayerNorms) times `init_scale`. float32."""
+    every weight matrix and embedding (not biases, not LayerNorms) times `init_scale`. float32.
+    (Jitted: config and init_scale are static.)"""
     tokens = jnp.zeros((1, 1), jnp.int32)
     params = RewardModel(config).init(key, tokens, jnp.ones((1, 1), bool))["params"]
     if init_scale == 1.0:
