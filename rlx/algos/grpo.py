@@ -213,17 +213,30 @@ def completion_log_probs(params: Any, cfg: lm.LMConfig, tokens: jax.Array, mask:
     return lp[:, prompt_length - 1:], ent[:, prompt_length - 1:]
 
 
+RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
 def make_train(config: GRPOConfig, init_params: Any | None = None,
-               on_update: Callable[[jax.Array, jax.Array], None] | None = None) -> Trainer:
+               on_update: Callable[[jax.Array, jax.Array], None] | None = None,
+               reward_fn: RewardFn | None = None,
+               score_fns: dict[str, RewardFn] | None = None) -> Trainer:
     """The run as a `Trainer`; `init_params` (e.g. after SFT) start the policy and are the
     reference policy of the KL term (default: a fresh random init from the key).
+
+    `reward_fn(problem [n,K], tokens [n,Lp+T], mask [n,Lp+T], completion [n,T],
+    completion_mask [n,T]) -> [n] float32` replaces `task.reward` in the update (e.g. a proxy
+    reward model); `score_fns` {name: same signature} are extra scores, logged as the train
+    metric `score_<name>` (batch mean) and the eval metric `eval_score_<name>` (mean over the
+    held-out prompts' samples). Neither changes anything else.
 
     Train metrics per update: reward (train accuracy), response_length, entropy, kl_ref,
     inactive_frac (tokens whose gradient the clip / mask cut) and its split
     inactive_rare_frac / inactive_common_frac (rare: mu(y_t) < rare_prob), rare_frac,
     ratio_max, loss, grad_norm. Eval metrics: accuracy (mean reward of `eval_samples`
     sampled completions per held-out prompt, temperature as in training), greedy_accuracy,
-    eval_response_length.
+    eval_response_length, kl_init_seq (mean over those samples of
+    sum_t log pi(y_t) - log pi_init(y_t): an unbiased estimate of the sequence-level
+    KL(pi || pi_init), pi_init = the initial parameters; Gao et al.'s d = sqrt of it).
     """
     config.validate()
     task = config.make_task()
@@ -274,9 +287,14 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                                                                      pr.problem))
         s = draw(state.params, k_sample, prompts, pmask, hp.rollout_noise, rollout_dtype,
                  config.top_k, G)
-        rewards = task.reward(problem, s.completion, s.completion_mask)
-        adv = seq.group_advantages(rewards, G, hp.loss.std_scale)
         mask = jnp.concatenate([pmask, s.completion_mask], axis=1)
+        if reward_fn is None:
+            rewards = task.reward(problem, s.completion, s.completion_mask)
+        else:
+            rewards = reward_fn(problem, s.tokens, mask, s.completion, s.completion_mask)
+            chex.assert_shape(rewards, (s.tokens.shape[0],))
+            rewards = rewards.astype(jnp.float32)
+        adv = seq.group_advantages(rewards, G, hp.loss.std_scale)
         ref_lp, _ = log_probs(state.ref_params, s.tokens, mask, s.completion_mask)
         batch = SequenceBatch(tokens=s.tokens, mask=mask, completion_mask=s.completion_mask,
                               behaviour_log_prob=s.log_probs, ref_log_prob=ref_lp,
@@ -291,6 +309,9 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         metrics.update(reward=rewards.mean(),
                        response_length=s.completion_mask.sum(1).astype(jnp.float32).mean(),
                        ratio_max=aux["ratio_max"].max())
+        for name, fn in (score_fns or {}).items():
+            metrics[f"score_{name}"] = jnp.mean(
+                fn(problem, s.tokens, mask, s.completion, s.completion_mask))
         report(on_update, new.update, metrics["reward"], new)
         return new, metrics
 
@@ -301,10 +322,21 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         n = config.eval_samples
         rep = lambda x: jnp.repeat(x, n, axis=0)  # noqa: E731
         s = draw(state.params, k_sample, rep(pr.tokens), rep(pr.mask), 0.0, jnp.float32, 0, n)
-        return {"accuracy": task.reward(rep(pr.problem), s.completion, s.completion_mask).mean(),
-                "greedy_accuracy": task.reward(pr.problem, greedy.completion,
-                                               greedy.completion_mask).mean(),
-                "eval_response_length": s.completion_mask.sum(1).astype(jnp.float32).mean()}
+        problem = rep(pr.problem)
+        mask = jnp.concatenate([rep(pr.mask), s.completion_mask], axis=1)
+        # s.log_probs: log pi(y_t) of the eval draw (float32, no noise, top_k 0, temperature);
+        # the initial policy scored at the same temperature, each prompt's forward once
+        init_lp = lm.group_log_probs(state.ref_params, cfg, pr.tokens, pr.mask, s.completion,
+                                     s.completion_mask, config.temperature)[0]
+        out = {"accuracy": task.reward(problem, s.completion, s.completion_mask).mean(),
+               "greedy_accuracy": task.reward(pr.problem, greedy.completion,
+                                              greedy.completion_mask).mean(),
+               "eval_response_length": s.completion_mask.sum(1).astype(jnp.float32).mean(),
+               "kl_init_seq": jnp.sum(s.log_probs - init_lp, axis=1).mean()}
+        for name, fn in (score_fns or {}).items():
+            out[f"eval_score_{name}"] = jnp.mean(
+                fn(problem, s.tokens, mask, s.completion, s.completion_mask))
+        return out
 
     return Trainer(init=init, update=update, evaluate=evaluate,
                    default_hparams=config.hparams(), num_evals=config.num_evals,
@@ -313,4 +345,4 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
 
 
 __all__ = ["GRPOConfig", "GRPOHParams", "GRPOState", "SequenceBatch", "make_train", "optimizer",
-           "completion_log_probs", "DTYPES"]
+           "completion_log_probs", "DTYPES", "RewardFn"]

@@ -120,10 +120,13 @@ class TransformerLM(nn.Module):
     cache, S = L and the keys are this chunk's own; with a cache (k, v) of S columns, the
     chunk's keys/values are written at columns index..index+L-1 first. Query i sits at
     column index+i and attends to key columns <= its own where `key_mask` is True.
+    `hidden=True` returns the trunk's final-LayerNorm states [B,L,width] (in `dtype`) in
+    place of the logits (the reward models' features, `rlx.lm.reward_model`).
     """
 
     config: LMConfig
     dtype: DType = jnp.float32
+    hidden: bool = False
 
     @nn.compact
     def __call__(self, tokens, positions, key_mask, cache=None, index=0):
@@ -144,6 +147,8 @@ class TransformerLM(nn.Module):
             ks.append(k)
             vs.append(v)
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_f")(x)
+        if self.hidden:
+            return x, (jnp.stack(ks), jnp.stack(vs))
         return wte.attend(x).astype(jnp.float32), (jnp.stack(ks), jnp.stack(vs))
 
 
