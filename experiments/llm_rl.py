@@ -43,6 +43,7 @@ DEFAULT = dict(layers=2, width=64, heads=4, prompts_per_update=16, group_size=8,
                minibatches=4, lr=1e-4, updates=240, num_evals=7, eval_prompts=256,
                eval_samples=4)
 SFT_STEPS = {"addition": 1500, "countdown": 3000}
+SFT_LR = 2e-3
 QUICK = dict(layers=1, width=32, heads=2, prompts_per_update=4, group_size=4, minibatches=2,
              updates=4, num_evals=3, eval_prompts=16, eval_samples=1)
 QUICK_SFT_STEPS = 20
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         common.exit_on_value_error(cfg.validate)
         steps = args.sft_steps or (QUICK_SFT_STEPS if args.quick else
                                    (FULL_SFT_STEPS if args.full else SFT_STEPS)[t])
-        sft_cfgs[t] = sft.SFTConfig(steps=steps, noise=args.sft_noise)
+        sft_cfgs[t] = sft.SFTConfig(steps=steps, lr=SFT_LR, noise=args.sft_noise)
         common.exit_on_value_error(sft_cfgs[t].validate)
         for n in (len(variants(args, t == args.tasks[0])), len(args.mismatch_losses)):
             common.exit_on_value_error(lambda: runner.choose_mesh(n * args.seeds, args.devices))
