@@ -187,13 +187,16 @@ def plot_panels(path: str | os.PathLike, panels: Mapping[str, Mapping[str, Serie
     rows = -(-n // cols)
     w, h = panel_size or ((6.0, 4.0) if n == 1 else (4.5, 3.4))
     fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    colors: dict[str, str] = {}  # one colour per label across panels
+    first = set(next(iter(panels.values())))
     for ax, (title, curves) in zip(axes.flat, panels.items()):
         for i, (label, (x, y)) in enumerate(curves.items()):
             x = np.asarray(x, np.float64)
             y = np.asarray(y, np.float64).reshape(len(x), -1)
             mean = y.mean(1)
+            color = colors.setdefault(label, f"C{len(colors) % 10}")
             (line,) = ax.plot(x, mean, marker=_MARKERS[i % len(_MARKERS)] if markers else None,
-                              label=label or None)
+                              label=label or None, color=color)
             if band is not None and y.shape[1] > 1:
                 lo, hi = ((y.min(1), y.max(1)) if band == "minmax"
                           else (mean - y.std(1), mean + y.std(1)))
@@ -209,6 +212,8 @@ def plot_panels(path: str | os.PathLike, panels: Mapping[str, Mapping[str, Serie
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        if ax is not axes.flat[0] and set(curves) - first:  # labels the first legend lacks
+            ax.legend(fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     if axes.flat[0].get_legend_handles_labels()[1]:
