@@ -29,7 +29,6 @@ sharded program (`rlx.runner.run`). One "env step" is one sampled completion.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 import chex

@@ -67,9 +67,10 @@ class LMConfig:
         for name in ("vocab_size", "context", "layers", "width", "heads", "mlp_ratio"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"LMConfig.{name} must be a positive int, got {v!r}")
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive int, got {v!r}")
         if self.width % self.heads:
-            raise ValueError(f"LMConfig.width={self.width} is not divisible by heads={self.heads}")
+            raise ValueError(f"{type(self).__name__}.width={self.width} is not divisible by "
+                             f"heads={self.heads}")
 
     @property
     def head_dim(self) -> int:

@@ -60,28 +60,13 @@ DType = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class RMConfig:
-    """Shape of a reward model: the trunk of a `TransformerLM` of these sizes plus a scalar
-    head. `context` is the maximum sequence length (prompt + completion)."""
+class RMConfig(LMConfig):
+    """Shape of a reward model: the trunk of a `TransformerLM` of these sizes (an `LMConfig`,
+    validated alike) plus a scalar head. `context` is the maximum sequence length."""
 
-    vocab_size: int
-    context: int = 32
     layers: int = 1
     width: int = 32
     heads: int = 2
-    mlp_ratio: int = 4
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise a one-line ValueError naming the first bad value."""
-        for name in ("vocab_size", "context", "layers", "width", "heads", "mlp_ratio"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"RMConfig.{name} must be a positive int, got {v!r}")
-        if self.width % self.heads:
-            raise ValueError(f"RMConfig.width={self.width} is not divisible by heads={self.heads}")
 
     def lm_config(self) -> LMConfig:
         """The trunk's shape."""
