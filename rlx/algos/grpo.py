@@ -204,14 +204,6 @@ def optimizer(hp: GRPOHParams, max_grad_norm: float) -> optax.GradientTransforma
                        optax.scale(-hp.lr))
 
 
-def completion_log_probs(params: Any, cfg: lm.LMConfig, tokens: jax.Array, mask: jax.Array,
-                         prompt_length: int, temperature: float,
-                         dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
-    """(log pi(y_t | prefix), entropy) [B, T] of the completion tokens (columns >= prompt_length)."""
-    lp, ent = lm.token_log_probs(params, cfg, tokens, mask, temperature, dtype)
-    return lp[:, prompt_length - 1:], ent[:, prompt_length - 1:]
-
-
 RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -253,7 +245,8 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                          logit_noise=noise, group_size=group_size)
 
     def log_probs(params, tokens, mask, completion_mask):
-        """completion_log_probs [B, T] of rows that come in groups of G copies of a prompt."""
+        """(log pi(y_t | prefix), entropy) [B, T] of the completion tokens, for rows that come
+        in groups of G copies of a prompt (each prompt's forward computed once)."""
         return lm.group_log_probs(params, cfg, tokens[::G, :Lp], mask[::G, :Lp],
                                   tokens[:, Lp:], completion_mask, config.temperature)
 
@@ -344,4 +337,4 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
 
 
 __all__ = ["GRPOConfig", "GRPOHParams", "GRPOState", "SequenceBatch", "make_train", "optimizer",
-           "completion_log_probs", "DTYPES", "RewardFn"]
+           "DTYPES", "RewardFn"]

@@ -30,17 +30,12 @@ from flax import struct
 
 from rlx.lm import model as lm
 from rlx.lm import reward_model as rm
+from rlx.losses.preference import bradley_terry_loss
 from rlx.optim import optimizer_step, scale_by_global_norm_clip
 
 Params = Any
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]  # (tokens [B,L], mask [B,L]) -> [B]
 RewardFn = Callable[..., jax.Array]  # grpo hook: (problem, tokens, mask, completion, cmask) -> [n]
-
-
-def _bradley_terry_loss(chosen: jax.Array, rejected: jax.Array) -> jax.Array:
-    """mean -log sigmoid(chosen - rejected).
-    TODO(lead): switch to rlx.losses.preference.bradley_terry_loss once merged."""
-    return jnp.mean(-jax.nn.log_sigmoid(chosen - rejected))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +92,7 @@ def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
 
     def loss_fn(params, ct, cm, rt, rmask):
         c, r = _pair_scores(params, rm_config, ct, cm, rt, rmask)
-        return _bradley_terry_loss(c, r), jnp.mean((c > r).astype(jnp.float32))
+        return bradley_terry_loss(c, r), jnp.mean((c > r).astype(jnp.float32))
 
     def train(key, chosen_tokens, chosen_mask, rejected_tokens, rejected_mask, n_used):
         _check_pairs(chosen_tokens, chosen_mask, rejected_tokens, rejected_mask)
