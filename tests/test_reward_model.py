@@ -87,13 +87,15 @@ def test_normalize_head_recentres():
 @pytest.fixture(scope="module")
 def comparisons():
     """Gold-labelled comparisons of an SFT policy's samples: 512 train and 128 held-out
-    prompts (test split), 8 samples each, the fixed random gold RM."""
+    prompts (test split), 8 samples each, labelled by a random scorer."""
     task = ADD.make_task()
     cfg = ADD.lm_config(task)
     params, _ = jax.jit(sft.make_sft(task, cfg, sft.SFTConfig(steps=300, lr=3e-3, noise=0.5)))(
         jax.random.PRNGKey(0))
-    gold_cfg, gold = rm.make_gold(task.vocab.size, cfg.context)
-    gold_fn = jax.jit(lambda t, m: rm.gold_scores(gold, gold_cfg, t, m))
+    # a random transformer (weights x5: a non-flat function) stands in for a gold scorer here
+    gold_cfg = rm.rm_config((4, 256, 8), task.vocab.size, cfg.context)
+    gold = rm.rm_init(gold_cfg, jax.random.PRNGKey(20221019), init_scale=5.0)
+    gold_fn = jax.jit(lambda t, m: rm.rm_score(gold, gold_cfg, t, m))
 
     @jax.jit
     def data(key, prompts, pmask):

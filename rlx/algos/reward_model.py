@@ -25,11 +25,13 @@ from typing import Any, Callable
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from rlx.lm import model as lm
 from rlx.lm import reward_model as rm
+from rlx.lm.tasks import Task
 from rlx.losses.preference import bradley_terry_loss
 from rlx.optim import optimizer_step, scale_by_global_norm_clip
 
@@ -76,6 +78,15 @@ def _check_pairs(chosen_tokens, chosen_mask, rejected_tokens, rejected_mask) -> 
     chex.assert_equal_shape([chosen_tokens, chosen_mask, rejected_tokens, rejected_mask])
 
 
+def _optimizer(train_config: RMTrainConfig) -> optax.GradientTransformation:
+    """Adam, lr cosine-decayed to 10%, global-norm clip."""
+    return optax.chain(scale_by_global_norm_clip(train_config.max_grad_norm),
+                       optax.scale_by_adam(),
+                       optax.scale_by_schedule(optax.cosine_decay_schedule(
+                           1.0, train_config.steps, 0.1)),
+                       optax.scale(-train_config.lr))
+
+
 def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
     """`train(key, chosen_tokens [N,L], chosen_mask, rejected_tokens, rejected_mask, n_used)
     -> (params, {"loss": [steps], "accuracy": [steps]})`: Bradley-Terry training of a fresh
@@ -85,10 +96,7 @@ def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
     rm_config.validate()
     train_config.validate()
     B = train_config.batch_size
-    tx = optax.chain(scale_by_global_norm_clip(train_config.max_grad_norm), optax.scale_by_adam(),
-                     optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, train_config.steps,
-                                                                         0.1)),
-                     optax.scale(-train_config.lr))
+    tx = _optimizer(train_config)
 
     def loss_fn(params, ct, cm, rt, rmask):
         c, r = _pair_scores(params, rm_config, ct, cm, rt, rmask)
@@ -115,6 +123,69 @@ def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
         return params, {"loss": losses, "accuracy": accs}
 
     return train
+
+
+BatchFn = Callable[[jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
+
+
+def make_regression_train(rm_config: rm.RMConfig, train_config: RMTrainConfig,
+                          sample_batch: BatchFn):
+    """`train(key) -> (params, {"loss": [steps]})`: a fresh `rm_init(rm_config, k_init)` fitted by
+    least squares, L(phi) = mean_b (r_phi(x_b) - y_b)^2, to minibatches
+    `sample_batch(key) -> (tokens [B,L], mask [B,L], targets [B])` drawn afresh every step (the
+    optimiser is `make_rm_train`'s). How a gold reward model learns a task signal."""
+    rm_config.validate()
+    train_config.validate()
+    tx = _optimizer(train_config)
+
+    def loss_fn(params, tokens, mask, targets):
+        return jnp.mean((rm.rm_score(params, rm_config, tokens, mask) - targets) ** 2)
+
+    def train(key):
+        k_init, k_steps = jax.random.split(key)
+        params = rm.rm_init(rm_config, k_init)
+
+        def step(carry, k):
+            params, opt_state = carry
+            tokens, mask, targets = sample_batch(k)
+            chex.assert_rank([tokens, mask, targets], [2, 2, 1])
+            loss, grads = jax.value_and_grad(loss_fn)(params, tokens, mask, targets)
+            params, opt_state, _ = optimizer_step(tx, params, opt_state, grads)
+            return (params, opt_state), loss
+
+        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
+                                           jax.random.split(k_steps, train_config.steps))
+        return params, {"loss": losses}
+
+    return train
+
+
+def task_signal_batches(task: Task, tokens: jax.Array, mask: jax.Array, problem: jax.Array,
+                        batch_size: int) -> BatchFn:
+    """The gold reward model's training data: `sample_batch(key)` returns `batch_size` sequences
+    with targets `task.graded_reward`, half drawn uniformly from the given policy samples
+    (tokens, mask [M, P+T], their problems [M, K]: what the policy writes) and half
+    `task.answer_variants` of fresh training prompts (near and far misses the policy rarely
+    writes), so the gold model is trained beyond the policy's support."""
+    if batch_size < 2 or batch_size % 2:
+        raise ValueError(f"task_signal_batches: batch_size must be even >= 2, got {batch_size}")
+    chex.assert_rank([tokens, mask, problem], [2, 2, 2])
+    P = task.prompt_length
+    targets = task.graded_reward(problem, tokens[:, P:], mask[:, P:])
+    half = batch_size // 2
+
+    def sample_batch(key):
+        k_pick, k_prompts, k_var = jax.random.split(key, 3)
+        idx = jax.random.randint(k_pick, (half,), 0, tokens.shape[0])
+        prompts = task.prompts(k_prompts, half, "train")
+        comp, cmask = task.answer_variants(k_var, prompts.problem)
+        var_tokens = jnp.concatenate([prompts.tokens, comp], axis=1)
+        var_mask = jnp.concatenate([prompts.mask, cmask], axis=1)
+        return (jnp.concatenate([tokens[idx], var_tokens]),
+                jnp.concatenate([mask[idx].astype(bool), var_mask]),
+                jnp.concatenate([targets[idx], task.graded_reward(prompts.problem, comp, cmask)]))
+
+    return sample_batch
 
 
 def preference_accuracy(params: Params, rm_config: rm.RMConfig, chosen_tokens: jax.Array,
@@ -186,6 +257,22 @@ def sample_groups(params: Params, lm_config: lm.LMConfig, key: jax.Array, prompt
                   temperature=temperature, group_size=group_size)
     mask = jnp.concatenate([rep(prompt_mask).astype(bool), s.completion_mask], axis=1)
     return s.tokens.reshape(n, group_size, -1), mask.reshape(n, group_size, -1)
+
+
+def unique_sequences(tokens: jax.Array, mask: jax.Array
+                     ) -> tuple[jax.Array, jax.Array, np.ndarray]:
+    """(unique_tokens [U,L], unique_mask [U,L], inverse [B]) with tokens[i] = unique_tokens[
+    inverse[i]] on its mask: the distinct sequences of a batch (host-side), so that a scorer runs
+    once per distinct sequence (best-of-n's N samples of a peaked policy repeat a lot).
+    Positions outside the mask are ignored."""
+    t = np.asarray(tokens)
+    m = np.asarray(mask).astype(bool)
+    if t.ndim != 2 or m.shape != t.shape:
+        raise ValueError(f"unique_sequences: tokens and mask must be [B, L], got {t.shape} and "
+                         f"{m.shape}")
+    rows = np.concatenate([np.where(m, t, -1), m], axis=1)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return jnp.asarray(t[first]), jnp.asarray(m[first]), inverse.reshape(-1)
 
 
 def score_fn(params: Params, rm_config: rm.RMConfig) -> ScoreFn:

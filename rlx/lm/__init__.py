@@ -21,8 +21,6 @@ from rlx.lm.reward_model import (
     GOLD_SIZE,
     RM_SIZES,
     RMConfig,
-    gold_scores,
-    make_gold,
     normalize_head,
     rm_config,
     rm_init,
@@ -35,6 +33,6 @@ __all__ = [
     "logits", "num_params",
     "positions_from_mask", "reference_sample", "reference_sample_jit", "sample", "sample_jit",
     "token_log_probs",
-    "GOLD_SIZE", "RM_SIZES", "RMConfig", "gold_scores", "make_gold", "normalize_head", "rm_config",
+    "GOLD_SIZE", "RM_SIZES", "RMConfig", "normalize_head", "rm_config",
     "rm_init", "rm_num_params", "rm_score",
 ]

@@ -11,31 +11,23 @@ real tokens, so the last real token is the completion's EOS (or its last token w
 none). Positions count real tokens and attention never sees padding keys, so the score does
 not depend on how much left padding a prompt has nor on anything after the last real token.
 
-Sizes: `RM_SIZES` are proxy presets spanning about 2.7 decades of parameters (about 1.1e3 to
-6.0e5 at the 2-digit addition task's vocabulary 15 and context 12); `GOLD_SIZE` is larger
-than all of them (about 3.2e6).
+Sizes: `RM_SIZES` are proxy presets spanning about two decades of parameters (about 1.1e3 to
+1.0e5 at the 2-digit addition task's vocabulary 15 and context 12); `GOLD_SIZE` is four times
+the largest (about 4.0e5).
 
-Gold reward model: a FIXED RANDOMLY INITIALISED transformer (`make_gold`: `GOLD_SIZE`, seed
-`GOLD_SEED`, weight scale `GOLD_INIT_SCALE`), not one trained on a task signal. Gao et al.'s
-gold is a 6B RM standing in for humans; what the setup needs is a fixed, rich, smooth function
-of the whole sequence that proxies of limited capacity (and data) can only partly learn, so
-that optimising a proxy eventually exploits its errors. A random transformer is exactly that
-and costs nothing to make. At GPT-2's init (weights N(0, 0.02^2)) the residual stream is
-dominated by the last token's embedding plus its position embedding, so the score is nearly a
-function of (last token, length) alone: too flat, a 1e3-parameter proxy learns it. Scaling
-every weight matrix and embedding by `GOLD_INIT_SCALE` (biases and LayerNorms unchanged) makes
-attention and the MLPs non-linear enough that the score depends on the prompt and completion
-digits jointly. No task-signal term is added (`gold_scores` is the gold RM alone): a correct-
-answer bonus would make the gold partly a step function that small proxies learn trivially.
-Measured on 4096 samples (512 prompts x 8) of an SFT policy on 2-digit addition (2 layers,
-width 64, 50%-noisy traces; 52% correct): raw gold std 3.8 (scale 1: 0.2); the within-prompt std
-is 0.30 of the total (the pairs compare within a prompt; median |gold difference| of a pair
-0.35 total std); completion length explains R^2 0.56 of it, a linear model on one-hot tokens
-0.75 (0.96 at scale 1: nearly additive); correlation with the task reward -0.02. Proxies
-trained on ~2.9e3 of its comparisons (400 steps) reach held-out preference accuracies 0.71,
-0.73, 0.76 for sizes xs, s, m (0.86-0.92 at scale 1: too easy); with ~1.2e4 comparisons
-(1000 steps) xs 0.73, m 0.77, l 0.76. 28% of same-prompt pairs are identical (ties, dropped).
-
+Gold reward model: a transformer of `GOLD_SIZE` TRAINED ON A TASK SIGNAL
+(`rlx.algos.reward_model.make_regression_train` on `task_signal_batches`: least squares onto
+the task's graded correctness, on the policy's samples and on answer variants around the correct
+answer), not randomly initialised. Why: Gao et al.'s gold is a 6B RM standing in for humans, who
+judge answers by what they mean, well outside what the policy writes; proxies see only
+comparisons of the initial policy's samples. Our first gold was a fixed random transformer (a
+rich, smooth function of the whole sequence): its proxies reached 0.71-0.77 preference accuracy,
+yet RL against them raised the gold to +1.2 std and it never fell (the policy became
+deterministic on sequences whose gold the proxies ranked correctly; the gold was mostly a
+function of completion length). A gold that knows arithmetic is what a small proxy cannot
+learn from ~1e4 comparisons: proxies learn surface features of good answers (length, plausible
+digits), and optimising them finds wrong answers that look right, the over-optimisation the
+paper measures.
 Normalisation (as in the paper): every RM, gold and proxy, is recentred so that its mean score
 on the initial policy's samples is 0; we also scale it to unit standard deviation there, so
 gold and proxy scores share a scale (`normalize_head`, folded into the head's weights).
@@ -78,13 +70,11 @@ class RMConfig(LMConfig):
 RM_SIZES: dict[str, tuple[int, int, int]] = {
     "xs": (1, 8, 2),
     "s": (1, 16, 2),
-    "m": (2, 32, 4),
-    "l": (2, 64, 4),
-    "xl": (3, 128, 4),
+    "m": (1, 32, 2),
+    "l": (2, 32, 4),
+    "xl": (2, 64, 4),
 }
-GOLD_SIZE: tuple[int, int, int] = (4, 256, 8)
-GOLD_SEED: int = 20221019  # arXiv 2210.10760's submission date
-GOLD_INIT_SCALE: float = 5.0
+GOLD_SIZE: tuple[int, int, int] = (2, 128, 4)
 
 
 def rm_config(size: str | tuple[int, int, int], vocab_size: int, context: int) -> RMConfig:
@@ -176,20 +166,5 @@ def normalize_head(params: Params, scores: jax.Array, unit_std: bool = True) -> 
                                "bias": (head["bias"] - mean) / std}}
 
 
-def make_gold(vocab_size: int, context: int, seed: int = GOLD_SEED,
-              init_scale: float = GOLD_INIT_SCALE) -> tuple[RMConfig, Params]:
-    """(config, params) of the fixed gold RM: `GOLD_SIZE`, randomly initialised from `seed`
-    with every weight matrix and embedding scaled by `init_scale` (see the module docstring).
-    Not normalised: `normalize_head` it on the initial policy's samples."""
-    config = rm_config("gold", vocab_size, context)
-    return config, rm_init(config, jax.random.PRNGKey(seed), init_scale)
-
-
-def gold_scores(params: Params, config: RMConfig, tokens: jax.Array, mask: jax.Array) -> jax.Array:
-    """[B] float32 gold scores: `rm_score` of the gold RM (`make_gold`), no task-signal term."""
-    return rm_score(params, config, tokens, mask)
-
-
-__all__ = ["RMConfig", "RM_SIZES", "GOLD_SIZE", "GOLD_SEED", "GOLD_INIT_SCALE", "RewardModel",
-           "rm_config", "rm_init", "rm_num_params", "rm_score", "normalize_head", "make_gold",
-           "gold_scores", "last_real_index"]
+__all__ = ["RMConfig", "RM_SIZES", "GOLD_SIZE", "RewardModel", "rm_config", "rm_init",
+           "rm_num_params", "rm_score", "normalize_head", "last_real_index"]

@@ -251,6 +251,29 @@ class Task:
         return self._reward(problem.astype(jnp.int32), completion.astype(jnp.int32),
                             completion_mask.astype(bool)).astype(jnp.float32)
 
+    def graded_reward(self, problem: jax.Array, completion: jax.Array,
+                      completion_mask: jax.Array) -> jax.Array:
+        """g [n] float32 in [0, 1], a graded version of `reward` (a task signal for training a
+        gold reward model): with the answer's tokens (distractors skipped, before the first eos)
+        compared in place with the correct answer's,
+
+            g = 1[eos present] * (#answer tokens equal to the correct one in place)
+                / max(#answer tokens, #correct tokens)
+
+        so g = 1 exactly when `reward` = 1, and a near miss scores between 0 and 1."""
+        chex.assert_shape(problem, (None, self.problem_size))
+        chex.assert_shape([completion, completion_mask], (problem.shape[0], None))
+        return self._graded_reward(problem.astype(jnp.int32), completion.astype(jnp.int32),
+                                   completion_mask.astype(bool)).astype(jnp.float32)
+
+    def answer_variants(self, key: jax.Array, problem: jax.Array
+                        ) -> tuple[jax.Array, jax.Array]:
+        """(completion [n,T] int32, completion_mask [n,T] bool): a broad spread of answers around
+        the correct one (see the task's `_answer_variants`), no distractors: data on which a
+        reward model trained on `graded_reward` sees near misses and far misses alike."""
+        chex.assert_shape(problem, (None, self.problem_size))
+        return self._answer_variants(key, problem.astype(jnp.int32))
+
     def demonstrations(self, key: jax.Array, problem: jax.Array,
                        noise: float | jax.Array) -> tuple[jax.Array, jax.Array]:
         """(completion [n,T] int32, completion_mask [n,T] bool): solution traces ending in eos;
@@ -315,6 +338,14 @@ class Task:
     def _reward(self, problem: jax.Array, completion: jax.Array, mask: jax.Array) -> jax.Array:
         raise NotImplementedError
 
+    def _graded_reward(self, problem: jax.Array, completion: jax.Array,
+                       mask: jax.Array) -> jax.Array:
+        raise ValueError(f"the {self.name} task has no graded reward (addition has one)")
+
+    def _answer_variants(self, key: jax.Array, problem: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+        raise ValueError(f"the {self.name} task has no answer variants (addition has them)")
+
     @property
     def _solution_uniforms(self) -> int:
         """Columns of the uniform array `_solution_slots` consumes."""
@@ -371,6 +402,58 @@ class AdditionTask(Task):
         expected = jnp.take_along_axis(want, jnp.clip(rank, 0, W - 1), axis=-1)
         good = (rank < W) & (completion == expected)
         return has_eos & jnp.all(good | ~body, axis=-1) & (jnp.sum(body, axis=-1) == n_want)
+
+    def _answer_body(self, problem, completion, mask):
+        """(want [n,W] front-aligned digits of a+b, n_want, body [n,T], rank [n,T], has_eos)."""
+        W = self.digits + 1
+        want, want_keep = _render_number(problem[:, 0] + problem[:, 1], W)
+        want = _compact(want, want_keep)
+        is_eos = (completion == EOS) & mask
+        before = mask & (jnp.cumsum(is_eos, axis=-1) == 0)
+        body = before & (completion < self.distractor_start)
+        rank = jnp.cumsum(body, axis=-1) - 1
+        return want, jnp.sum(want_keep, axis=-1), body, rank, jnp.any(is_eos, axis=-1)
+
+    def _graded_reward(self, problem, completion, mask):
+        want, n_want, body, rank, has_eos = self._answer_body(problem, completion, mask)
+        W = want.shape[1]
+        expected = jnp.take_along_axis(want, jnp.clip(rank, 0, W - 1), axis=-1)
+        match = jnp.sum(body & (rank < n_want[:, None]) & (completion == expected), axis=-1)
+        n_body = jnp.sum(body, axis=-1)
+        return has_eos * match / jnp.maximum(jnp.maximum(n_body, n_want), 1)
+
+    def _answer_variants(self, key, problem):
+        """The correct answer (its digits, then eos) with, independently per row: 0, 1 or 2
+        random digit replacements (equally likely; a replacement may keep the digit); its
+        length changed by -1 or +1 (a digit dropped from or appended at the end) with
+        probability 1/5 each; with probability 1/4 instead a uniformly random digit string of
+        length 0..T-1; the eos left out with probability 1/10. Padded to T."""
+        n, T, W = problem.shape[0], self.completion_length, self.digits + 1
+        k = jax.random.split(key, 8)
+        want, n_want, *_ = self._answer_body(problem, jnp.zeros((n, 1), jnp.int32),
+                                             jnp.zeros((n, 1), bool))
+        slots = T - 1
+        digits = jnp.pad(want - DIGIT0, ((0, 0), (0, max(slots - W, 0))))[:, :slots]
+        digits = jnp.where(jnp.arange(slots) < n_want[:, None], digits,
+                           jax.random.randint(k[0], (n, slots), 0, 10))
+        errors = jax.random.randint(k[1], (n,), 0, 3)
+        for j in range(2):
+            at = jax.random.randint(k[2 + j], (n,), 0, jnp.maximum(n_want, 1))
+            new = jax.random.randint(k[4 + j], (n,), 0, 10)
+            hit = (j < errors)[:, None] & (jnp.arange(slots) == at[:, None])
+            digits = jnp.where(hit, new[:, None], digits)
+        u = jax.random.uniform(k[6], (n, 4))
+        length = n_want + (u[:, 0] < 0.2) * -1 + ((u[:, 0] >= 0.2) & (u[:, 0] < 0.4))
+        rand = u[:, 1] < 0.25
+        digits = jnp.where(rand[:, None], jax.random.randint(k[7], (n, slots), 0, 10), digits)
+        length = jnp.where(rand, _index(u[:, 2], slots + 1), jnp.clip(length, 0, slots))
+        eos = u[:, 3] >= 0.1
+        pos = jnp.arange(T)
+        digit_tok = jnp.pad(digits + DIGIT0, ((0, 0), (0, T - slots)))
+        is_digit = pos < length[:, None]
+        is_eos = (pos == length[:, None]) & eos[:, None]
+        completion = jnp.where(is_digit, digit_tok, jnp.where(is_eos, EOS, PAD))
+        return completion.astype(jnp.int32), is_digit | is_eos
 
     _solution_uniforms = 2
 
