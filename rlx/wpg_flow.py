@@ -137,8 +137,9 @@ def langevin_step(problem: Quadratic, eta: float, a: jax.Array, xi: jax.Array) -
 
 
 def run_particles(problem: Quadratic, eta: float, iters: int, num_particles: int, key: jax.Array,
-                  dtype=jnp.float32) -> dict[str, jax.Array]:
-    """ULA from N(init_mean, init_std^2 I) with `num_particles` particles for `iters` steps.
+                  dtype=jnp.float32, stats_dtype=None) -> dict[str, jax.Array]:
+    """ULA from N(init_mean, init_std^2 I) with `num_particles` particles (in `dtype`) for
+    `iters` steps; the fitted Gaussian is computed in `stats_dtype` (None: `dtype`).
 
     Returns {"kl": [iters + 1] KL of the fitted Gaussian, "mean_err": [iters + 1] |mean - m*|,
     "var": [iters + 1] fitted variance}, index 0 the start."""
@@ -149,7 +150,7 @@ def run_particles(problem: Quadratic, eta: float, iters: int, num_particles: int
     step = jax.vmap(lambda a, xi: langevin_step(problem, eta, a, xi))
 
     def stats(a):
-        m, v = fit_gaussian(a)
+        m, v = fit_gaussian(a.astype(stats_dtype or dtype))
         return {"kl": gaussian_kl(m, v, problem.m_star, problem.v_star),
                 "mean_err": jnp.linalg.norm(m - problem.m_star), "var": v}
 
@@ -228,7 +229,7 @@ def particle_excess(problem: Quadratic, eta: float, num_particles: int) -> float
     return problem.dim * r / (2.0 * num_particles) + 1.0 / (2.0 * (num_particles - 1))
 
 
-def fit_contraction(curve: np.ndarray, tail: float = 1 / 3, above: float = 20.0,
+def fit_contraction(curve: np.ndarray, tail: float = 1 / 2, above: float = 20.0,
                     rel: float = 1e-12, passes: int = 2) -> dict[str, float]:
     """Measure a curve's floor F and per-iteration contraction factor rho (curve_k ~ A rho^k + F).
 
