@@ -189,7 +189,9 @@ def test_wpo_loss_hook():
     params = _params(keys[0], o, a_dim)
     obs = jax.random.normal(keys[1], (b, o))
     mean, log_std = _linear_policy(params, obs)
-    a = _sample(keys[2], mean, jnp.exp(log_std), n)
+    a = wpo.sample_actions(keys[2], mean, log_std, n)
+    np.testing.assert_allclose(wpo.action_gradients(lambda s, x: -0.5 * jnp.sum(x ** 2) + s[0], obs, a),
+                               -a, rtol=1e-6)
     g = jax.random.normal(keys[3], a.shape)
     duals = wpo.init_duals(a_dim, cfg)
     (loss, stats), (gp, gd) = jax.value_and_grad(wpo.wpo_loss, argnums=(0, 1), has_aux=True)(

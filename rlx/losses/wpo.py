@@ -29,7 +29,9 @@ the mean and the std are regularised separately towards a target policy (MPO's d
 Shapes: observations [B, O], sampled actions and grad_a Q [B, N, A] (N samples per state),
 policy outputs (mean, log_std) [B, A]. Every function is pure; `wpo_loss` is the hook an
 off-policy engine calls with (policy params, duals, target params) and differentiates with
-respect to the first two (`init_duals`, `clip_duals` for the duals' own optimiser).
+respect to the first two (`init_duals`, `clip_duals` for the duals' own optimiser);
+`sample_actions` and `action_gradients` build its actions and grad_a Q from the policy's
+output and a critic.
 """
 
 from __future__ import annotations
@@ -67,6 +69,24 @@ def _check(actions: jax.Array, q_grads: jax.Array, mean: jax.Array | None = None
     if mean is not None:
         chex.assert_rank(mean, 2)
         chex.assert_equal_shape([mean, actions[:, 0]])
+
+
+# ---- the caller's inputs ------------------------------------------------------------------------
+
+def sample_actions(key: jax.Array, mean: jax.Array, log_std: jax.Array, num_samples: int) -> jax.Array:
+    """a_bn = mu_b + sigma_b eps_bn, eps ~ N(0, I): [B, N, A] from mean, log_std [B, A]."""
+    chex.assert_equal_shape([mean, log_std])
+    eps = jax.random.normal(key, (mean.shape[0], num_samples, mean.shape[1]), mean.dtype)
+    return mean[:, None] + jnp.exp(log_std)[:, None] * eps
+
+
+def action_gradients(q_fn: Callable[[jax.Array, jax.Array], jax.Array], obs: jax.Array,
+                     actions: jax.Array) -> jax.Array:
+    """grad_a Q(s_b, a_bn) [B, N, A] for q_fn(obs [O], action [A]) -> scalar (e.g. a critic with
+    its parameters bound; for twin critics the caller picks the combination)."""
+    chex.assert_rank(actions, 3)
+    g = jax.grad(q_fn, argnums=1)
+    return jax.vmap(jax.vmap(g, (None, 0)), (0, 0))(obs, actions)
 
 
 # ---- (a) the exact Gaussian form ---------------------------------------------------------------
@@ -276,6 +296,6 @@ def wpo_loss(params: Params, duals: Duals, target_params: Params, policy_fn: Pol
     return loss, stats
 
 
-__all__ = ["squash", "gaussian_wpo_direction", "wpo_exact_direction", "natural_gradient_scaling",
+__all__ = ["sample_actions", "action_gradients", "squash", "gaussian_wpo_direction", "wpo_exact_direction", "natural_gradient_scaling",
            "wpo_surrogate", "gaussian_wpo_surrogate", "decoupled_kl", "kl_penalty_and_dual_loss",
            "Duals", "WPOConfig", "init_duals", "clip_duals", "wpo_loss", "SQUASHES"]
