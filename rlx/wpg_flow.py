@@ -230,29 +230,31 @@ def particle_excess(problem: Quadratic, eta: float, num_particles: int) -> float
 
 
 def fit_contraction(curve: np.ndarray, tail: float = 1 / 2, above: float = 20.0,
-                    rel: float = 1e-12, passes: int = 2) -> dict[str, float]:
+                    rel: float = 1e-12, passes: int = 3) -> dict[str, float]:
     """Measure a curve's floor F and per-iteration contraction factor rho (curve_k ~ A rho^k + F).
 
-    Pass 1: F = mean of the last `tail` of the curve; rho, A from the least-squares line through
-    log(curve_k - F) over the iterations k >= 1 before the excess first falls below
-    max(above x |F|, rel x excess_0) (noise at the floor, round-off). Later passes: F = mean of
-    the tail of curve_k - A rho^k (the transient left in the tail removed), then the line again.
+    Pass 1: F = mean of the last `tail` of the curve, s = its standard deviation; rho, A from
+    the least-squares line through log(curve_k - F) over the iterations k >= 1 before the excess
+    first falls below max(above x max(|F|, s), rel x excess_0) (noise at the floor, what is
+    left of the transient in the tail, round-off). Later passes: F and s of the tail of
+    curve_k - A rho^k (the transient removed), then the line again.
     Returns {"rate", "floor", "points"} (points: iterations in the fit)."""
     y = np.asarray(curve, np.float64)
     idx = np.arange(len(y))
     tail_idx = idx[-max(1, int(len(y) * tail)):]
-    floor = float(np.mean(y[tail_idx]))
-    fit = {"rate": float("nan"), "floor": floor, "points": 0}
+    resid = y[tail_idx]
+    fit = {"rate": float("nan"), "floor": float(np.mean(resid)), "points": 0}
     for _ in range(passes):
+        floor, spread = float(np.mean(resid)), float(np.std(resid))
         excess = y - floor
-        cut = max(above * abs(floor), rel * abs(excess[0]))
+        cut = max(above * max(abs(floor), spread), rel * abs(excess[0]))
         below = np.nonzero(excess[1:] <= cut)[0]
         k = np.arange(1, 1 + (int(below[0]) if below.size else len(y) - 1))
         if k.size < 2:
             return {"rate": float("nan"), "floor": floor, "points": int(k.size)}
         slope, intercept = np.polyfit(k, np.log(excess[k]), 1)
         fit = {"rate": float(np.exp(slope)), "floor": floor, "points": int(k.size)}
-        floor = float(np.mean(y[tail_idx] - np.exp(intercept + slope * tail_idx)))
+        resid = y[tail_idx] - np.exp(intercept + slope * tail_idx)
     return fit
 
 

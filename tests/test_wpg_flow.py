@@ -65,7 +65,7 @@ def test_fit_contraction_recovers_rate_and_floor():
             assert abs(fit["rate"] / th["rate_kl"] - 1) < 1e-3, (fit, th)
             assert abs(fit["floor"] / th["floor_kl"] - 1) < 1e-6
             mean = W.fit_contraction(np.asarray(W.gaussian_flow(PROBLEM, eta, int(40 / ek), jnp.float64)["mean_err"]))
-            assert abs(mean["rate"] / th["rate_mean"] - 1) < 1e-6
+            assert abs(mean["rate"] / th["rate_mean"] - 1) < 1e-4
             assert abs(mean["rate"] / th["rate_kl"] - 1) > 0.05
     with pytest.raises(ValueError, match="eta"):
         W.theory(PROBLEM, 1.0 / PROBLEM.kappa)
