@@ -24,3 +24,4 @@ from rlx.losses import sequence  # noqa: E402,F401  (LLM-RL sequence losses: los
 from rlx.losses.preference import bradley_terry_loss, preference_accuracy, recentre_and_normalise  # noqa: E402,E501
 __all__ += ["bradley_terry_loss", "preference_accuracy", "recentre_and_normalise"]
 from rlx.losses import best_of_n  # noqa: E402,F401  (best-of-n estimator and KL: losses.best_of_n.*)
+from rlx.losses import wpo  # noqa: E402,F401  (WPO actor update: losses.wpo.*)

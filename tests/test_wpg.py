@@ -1,0 +1,38 @@
+"""experiments.wpg end to end (quick): the contraction figure's done-bar and the LQR check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import wpg
+
+
+def test_quick_meets_the_done_bar(tmp_path):
+    """For every step size shown and every scheme, the fitted per-iteration factor is within 5%
+    of (1 - eta kappa)^2 and the floor within 10% of the predicted bias (0 for the Gaussian flow:
+    below 1e-12 KL_0); the LQR flow reaches the Riccati policy; part (b) says it is not built."""
+    wpg.main(["--out", str(tmp_path), "--quick", "--no-progress"])
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert len(s["contraction"]) >= 3
+    for key, e in s["contraction"].items():
+        assert abs(e["eta"] - float(key)) < 1e-12
+        for f in (e, e["ula_law"], e["gaussian_flow"]):
+            assert abs(f["rate_fit"] / f["rate_theory"] - 1) <= 0.05, (key, f)
+            tol = 0.10 * f["floor_theory"] if f["floor_theory"] > 0 else 1e-9
+            assert abs(f["floor_fit"] - f["floor_theory"]) <= tol, (key, f)
+            assert abs(f["rate_theory"] - (1 - e["eta_kappa"]) ** 2) < 1e-12
+        assert e["floor_theory"] > 0 and e["gaussian_flow"]["floor_theory"] == 0
+    assert s["done"]["contraction"] and s["done"]["lqr"]
+    assert s["lqr"]["final_gain_error"] < 1e-8
+    assert s["learning"]["status"] == "not yet built"
+    for name in ("contraction.png", "lqr.png", "metrics.csv"):
+        assert (tmp_path / name).exists()
+
+
+def test_bad_step_size_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        wpg.main(["--out", str(tmp_path), "--quick", "--eta-kappa", "0.1", "1.5"])
+    assert e.value.code == 2
+    assert "--eta-kappa values must be in (0, 1), got 1.5" in capsys.readouterr().err
