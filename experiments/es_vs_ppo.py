@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{a.out}/summary.json", summary)
-    logging.write_metrics(a.out, rows)
+    logging.write_metrics(a.out, rows, wandb=a.wandb)
     title = f"{a.env}: data efficiency"
     logging.plot_panels(f"{a.out}/es_vs_ppo.png",
                         {title: {"rlx PPO": (ppo_steps, ppo_res.eval["eval_return"]),
