@@ -39,9 +39,10 @@ def ppo_config(env: str, total_steps: int, quick: bool):
     """PPOConfig of the PPO side: the env family's preset (rlx.algos.ppo.PRESETS, as
     experiments.ppo picks it) + quick sizes; the clip objective."""
     from rlx.algos.ppo import PRESETS, QUICK, PPOConfig
-    from rlx.envs import BRAX_ENVS
+    from rlx.envs import is_continuous_control
 
-    kw = dict(PRESETS["default" if env in BRAX_ENVS else "classic"], **(QUICK if quick else {}))
+    kw = dict(PRESETS["default" if is_continuous_control(env) else "classic"],
+              **(QUICK if quick else {}))
     return PPOConfig(**kw, env=env, total_steps=total_steps, objective="clip")
 
 
