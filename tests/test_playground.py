@@ -54,6 +54,7 @@ def test_cartpole_balance_steps_truncates_and_restarts():
     # the pushed cart moved; the episode after the time limit starts near the centre again
     assert abs(float(out.final_obs[2, 0])) > abs(float(out.final_obs[0, 0]))
     assert int(s.time) == 1
+    assert all(x.size for x in jax.tree.leaves(s))  # checkpoints cannot hold zero-size arrays
     # EPG: a Playground name is a one-task family (the goal does not change the env)
     from rlx.envs.tasks import TaskFamily
 

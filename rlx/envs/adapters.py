@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from rlx.envs.base import ActionSpec, Env
 
@@ -100,6 +101,28 @@ class GymnaxEnv(Env):
                 info["final_observation"].astype(jnp.float32), truncated)
 
 
+@struct.dataclass
+class _NoEmpty:
+    """A pytree with its zero-size arrays (MJX's unused `act`, `efc_*`, ...) kept as static
+    shapes, so that checkpoints, which cannot hold zero-size arrays, can save the state."""
+
+    leaves: tuple
+    treedef: Any = struct.field(pytree_node=False)
+    empty: tuple = struct.field(pytree_node=False)  # (position, shape, dtype) of each
+
+    @classmethod
+    def pack(cls, tree: Any) -> "_NoEmpty":
+        leaves, treedef = jax.tree.flatten(tree)
+        empty = tuple((i, x.shape, jnp.dtype(x.dtype)) for i, x in enumerate(leaves) if x.size == 0)
+        return cls(tuple(x for x in leaves if x.size), treedef, empty)
+
+    def unpack(self) -> Any:
+        leaves = list(self.leaves)
+        for i, shape, dtype in self.empty:
+            leaves.insert(i, jnp.zeros(shape, dtype))
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
 class PlaygroundEnv(Env):
     """A MuJoCo Playground environment (`mujoco_playground.registry.load`; the DM Control
     Suite tasks, e.g. `CartpoleBalance`, `CheetahRun`) on MJX's JAX physics (`impl="jax"`,
@@ -137,14 +160,14 @@ class PlaygroundEnv(Env):
 
     def _reset(self, key):
         s = self._env.reset(key)
-        return s, self._obs(s)
+        return _NoEmpty.pack(s), self._obs(s)
 
     def _step(self, key, inner, action, time):
-        s = self._env.step(inner, action)
+        s = self._env.step(inner.unpack(), action)
         terminated = s.done > 0.5
         truncated = time >= self.max_episode_steps
         done = jnp.logical_or(terminated, truncated)
         final_obs = self._obs(s)
         s_next = _where_tree(done, self._env.reset(key), s)
         s_next = s_next.replace(done=jnp.zeros_like(s.done))
-        return s_next, self._obs(s_next), s.reward, terminated, final_obs, truncated
+        return _NoEmpty.pack(s_next), self._obs(s_next), s.reward, terminated, final_obs, truncated
