@@ -23,6 +23,10 @@ to the evaluation after the first update; `compile_s` from the start of the run
 `first_update_s_cold` / `first_update_s_warm`: the same, for a first process on a fresh
 JAX compilation cache and a second one on the cache the first filled (every other number is
 the cold run's; `anchor_first_update_s` is Brax's, which compiles without a cache).
+`xla_compile_s`: seconds in XLA's compiler (JAX's backend-compile events; on a warm cache,
+loading the programs), `trace_lower_s`: tracing and lowering to MLIR, which no cache saves;
+`warm_compile_ratio` = the warm run's `xla_compile_s` over the cold run's (the bar: < 0.1).
+`--quick`: tiny sizes (rlx.algos.ppo.QUICK) to check the JSON keys, not a measurement.
 `peak_rss_mb` is taken when training ends, before the env-only measurement. One
 agent's envs are split over the devices (data parallel, gradients averaged): on
 CPU one device per core.
@@ -54,13 +58,35 @@ class Args:
     devices: int | None = None  # default: all (one per core on CPU)
     with_anchor: bool = False  # also run Brax's PPO, same config
     rlx_only: bool = False  # internal: the rlx half of --with-anchor, in its own process
+    quick: bool = False  # tiny sizes: checks the output, measures nothing
 
 
-def bench_config(overrides: dict):
-    """Brax's PPO defaults (rlx.algos.ppo.PRESETS["brax"]) with the flags given."""
+def bench_config(overrides: dict, quick: bool = False):
+    """Brax's PPO defaults (rlx.algos.ppo.PRESETS["brax"]; `quick`: with ppo.QUICK's sizes)
+    with the flags given."""
     from rlx.algos import ppo
 
-    return ppo.PPOConfig(**{**ppo.PRESETS["brax"], **overrides})
+    quick_kw = {**ppo.QUICK, "total_steps": 4 * 256} if quick else {}
+    return ppo.PPOConfig(**{**ppo.PRESETS["brax"], **quick_kw, **overrides})
+
+
+def compile_seconds() -> dict[str, float]:
+    """A dict that JAX's compile events add their seconds to from now on: `xla_compile_s`
+    (the XLA compiler, or loading from the persistent cache) and `trace_lower_s` (tracing
+    and lowering to MLIR)."""
+    import jax
+
+    events = {"/jax/core/compile/backend_compile_duration": "xla_compile_s",
+              "/jax/core/compile/jaxpr_trace_duration": "trace_lower_s",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration": "trace_lower_s"}
+    seconds = {"xla_compile_s": 0.0, "trace_lower_s": 0.0}
+
+    def listen(event: str, duration: float, **_) -> None:
+        if event in events:
+            seconds[events[event]] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return seconds
 
 
 def run_rlx(args, base) -> dict:
@@ -76,7 +102,9 @@ def run_rlx(args, base) -> dict:
                              on_update=runner.on_update)
     key = jax.random.PRNGKey(args.seed)
     keys = key[None]
+    compiling = compile_seconds()
     res = runner.run(trainer, keys, None, devices=ndev, progress=False)
+    compiled = {k: round(v, 2) for k, v in compiling.items()}
     steps = [s * ndev for s in res.eval_steps]
     sps = (steps[-1] - steps[0]) / (res.eval_times[-1] - res.eval_times[0])
     first_update_s = res.started_at + res.eval_times[1] - _PROCESS_START
@@ -101,7 +129,7 @@ def run_rlx(args, base) -> dict:
             "env_steps_per_s": round(sps_with_compile, 1),
             "env_steps_per_s_after_compile": round(sps, 1),
             "updates_compile_s": round(updates_compile_s, 1),
-            "compile_s": round(res.compile_s or float("nan"), 1),
+            "compile_s": round(res.compile_s or float("nan"), 1), **compiled,
             "first_update_s": round(first_update_s, 1), "peak_rss_mb": round(peak_rss, 1),
             "env_only_steps_per_s": round(env_only, 1),
             "eval_returns": [round(float(r), 2) for r in res.eval["eval_return"].mean(1)],
@@ -142,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig, run=(),
                                  only=("env", "backend", "total_steps"))
-    base = common.exit_on_value_error(lambda: bench_config(overrides))
+    base = common.exit_on_value_error(lambda: bench_config(overrides, args.quick))
 
     if args.rlx_only:
         common.setup()
@@ -155,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
            "--total-steps", str(base.total_steps), "--seed", str(args.seed)]
     if args.devices:
         cmd += ["--devices", str(args.devices)]
+    if args.quick:
+        cmd += ["--quick"]
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="rlx-bench-cache-") as cache:
@@ -164,7 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
                                                 cwd=ROOT, env=env).stdout.strip().splitlines()[-1])
                       for _ in range(2))
     rlx_out = dict(cold, first_update_s_cold=cold["first_update_s"],
-                   first_update_s_warm=warm["first_update_s"], compile_s_warm=warm["compile_s"])
+                   first_update_s_warm=warm["first_update_s"], compile_s_warm=warm["compile_s"],
+                   xla_compile_s_warm=warm["xla_compile_s"],
+                   trace_lower_s_warm=warm["trace_lower_s"],
+                   warm_compile_ratio=round(warm["xla_compile_s"] / cold["xla_compile_s"], 3)
+                   if cold["xla_compile_s"] else None)
     if not args.with_anchor:
         print(json.dumps(rlx_out), flush=True)
         return rlx_out

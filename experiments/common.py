@@ -23,12 +23,17 @@ def setup(args: argparse.Namespace | None = None, *, multi_process: bool = True)
     """Call in `main` right after parsing, before JAX touches a device: one XLA host device
     per core unless XLA_FLAGS says otherwise, JAX's persistent compilation cache (on unless
     RLX_COMPILATION_CACHE=0; `rlx.population.configure_compilation_cache`), then join the
-    multi-process run that `args` (or the environment) configures. Sets `args.multi_process`, and `args.no_progress` on
+    multi-process run that `args` (or the environment) configures; `--wandb` without the
+    wandb package is refused first (one line, exit 2). Sets `args.multi_process`, and `args.no_progress` on
     processes other than 0; returns whether this is a multi-process run.
 
     `multi_process=False` (an experiment that runs its own worker processes) refuses a
     multi-process setting with a one-line error.
     """
+    if getattr(args, "wandb", False):  # before anything compiles: one line if it is missing
+        from rlx.logging import check_wandb
+
+        exit_on_value_error(check_wandb)
     configure_cpu_devices()
     configure_compilation_cache()
     flags = ((args.coordinator_address, args.num_processes, args.process_id)
@@ -58,6 +63,7 @@ class RunArgs:
     seeds: int = 2  # seeds, trained as one program
     devices: int | None = None  # devices to shard the population over (default: as many as divide it)
     no_progress: bool = False  # no progress bar
+    wandb: bool = False  # also log metrics.csv's scalars to Weights & Biases (pip install wandb)
     # multi-process: one run over several processes or hosts (default: RLX_*/JAX_*
     # COORDINATOR_ADDRESS, NUM_PROCESSES, PROCESS_ID)
     coordinator_address: str | None = None  # multi-process: host:port of process 0

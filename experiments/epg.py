@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
-    logging.write_metrics(args.out, logging.curve_rows(result))
+    logging.write_metrics(args.out, logging.curve_rows(result), wandb=args.wandb)
     g = np.arange(1, fit.shape[0] + 1)
     logging.plot_curves(f"{args.out}/fitness.png", g,
                         {"mean fitness": fit, "best member": result.train["return_max"]},

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
-    logging.write_metrics(args.out, rows)
+    logging.write_metrics(args.out, rows, wandb=args.wandb)
     for name, r in summary_regions.items():
         print(f"{name} ({r['goals']} goals): EPG {r['epg_initial_return']:.1f} -> "
               f"{r['epg_final_return']:.1f}, PPO (lr {lrs[best]:g}) -> {r['ppo_final_return']:.1f}")

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                 r["env_steps_actual"] = float(steps[result.eval_steps.index(r["env_step"])])
                 r["generation"] = int(gens[result.eval_steps.index(r["env_step"])])
         logging.write_json(f"{args.out}/summary.json", summary)
-        logging.write_metrics(args.out, rows)
+        logging.write_metrics(args.out, rows, wandb=args.wandb)
         label = {f"{config.strategy} (pop {config.population_size})": ret}
         logging.plot_curves(f"{args.out}/learning_curve_generations.png", gens, label,
                             "generation", "eval return (mean policy)", config.env)

@@ -57,8 +57,8 @@ def parse(argv: list[str] | None):
     # set per worker, or not used by a worker's generations
     fixed = ("generations", "num_evals", "eval_episodes", "total_steps")
     return common.cli(__doc__.split("\n")[0], argv, Args, ESConfig, exclude=fixed,
-                      run=("out", "quick", "devices", "no_progress", "coordinator_address",
-                           "num_processes", "process_id"),
+                      run=("out", "quick", "devices", "no_progress", "wandb",
+                           "coordinator_address", "num_processes", "process_id"),
                       defaults=dict(env="reacher"),
                       aliases={"population_size": ("--population",), "hidden_layers": ("--hidden",)})
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
                    len({r["params_digest"] for r in results}) == 1,
                "scaling": results}
     logging.write_json(f"{a.out}/summary.json", summary)
-    logging.write_metrics(a.out, rows)
+    logging.write_metrics(a.out, rows, wandb=a.wandb)
     plot(f"{a.out}/scaling.png", results)
     for r in results:
         print(f"{r['devices']} devices: {r['sec_per_generation']:.3f} s/generation "

@@ -39,9 +39,10 @@ def ppo_config(env: str, total_steps: int, quick: bool):
     """PPOConfig of the PPO side: the env family's preset (rlx.algos.ppo.PRESETS, as
     experiments.ppo picks it) + quick sizes; the clip objective."""
     from rlx.algos.ppo import PRESETS, QUICK, PPOConfig
-    from rlx.envs import BRAX_ENVS
+    from rlx.envs import is_continuous_control
 
-    kw = dict(PRESETS["default" if env in BRAX_ENVS else "classic"], **(QUICK if quick else {}))
+    kw = dict(PRESETS["default" if is_continuous_control(env) else "classic"],
+              **(QUICK if quick else {}))
     return PPOConfig(**kw, env=env, total_steps=total_steps, objective="clip")
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{a.out}/summary.json", summary)
-    logging.write_metrics(a.out, rows)
+    logging.write_metrics(a.out, rows, wandb=a.wandb)
     title = f"{a.env}: data efficiency"
     logging.plot_panels(f"{a.out}/es_vs_ppo.png",
                         {title: {"rlx PPO": (ppo_steps, ppo_res.eval["eval_return"]),

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():
         return summary
     logging.write_json(out / "summary.json", summary)
-    logging.write_metrics(out, rows)
+    logging.write_metrics(out, rows, wandb=args.wandb)
     _plots(out, curves, tasks, args)
     print(_table(tasks, args))
     print(f"done in {wall:.0f}s; outputs in {out}")

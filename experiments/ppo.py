@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
-    logging.write_metrics(args.out, logging.curve_rows(result))
+    logging.write_metrics(args.out, logging.curve_rows(result), wandb=args.wandb)
     logging.plot_curves(f"{args.out}/learning_curve.png", np.asarray(result.eval_steps),
                         {f"PPO ({config.objective})": ret}, "env steps per seed",
                         "eval return (deterministic)", f"{config.env}: {args.seeds} seeds")

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
-    logging.write_metrics(args.out, rows)
+    logging.write_metrics(args.out, rows, wandb=args.wandb)
     _plots(args.out, settings, table, curves, args.seeds)
     print(_markdown_table(table))
     return summary

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():  # multi-process: process 0 writes the files
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
-    logging.write_metrics(args.out, csv_rows)
+    logging.write_metrics(args.out, csv_rows, wandb=args.wandb)
     print(f"max relative gradient error {max_rel:.2e}; all checks as expected: "
           f"{summary['identity_holds_all']}; {wall:.0f}s; outputs in {args.out}")
     return summary

@@ -1,6 +1,6 @@
 """Host-side outputs of an experiment: summary.json, metrics.csv (and the same scalars as
-TensorBoard event files under tb/) and PNG plots (learning curves with their spread over
-seeds, score bars; matplotlib's Agg backend)."""
+TensorBoard event files under tb/ and, on request, a Weights & Biases run) and PNG plots
+(learning curves with their spread over seeds, score bars; matplotlib's Agg backend)."""
 
 from __future__ import annotations
 
@@ -88,10 +88,19 @@ def scalar_tags(row: Mapping[str, Any]) -> tuple[int | None, dict[str, float]]:
     return (int(row[step_col]) if step_col else None), scalars
 
 
+def scalar_events(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, float]]:
+    """Every scalar of `rows` (metrics.csv's) as `(step, tag, value)`, in row order
+    (`scalar_tags`); a row without a step column is placed at its index."""
+    events = []
+    for i, row in enumerate(rows):
+        step, scalars = scalar_tags(row)
+        events += [(i if step is None else step, tag, value) for tag, value in scalars.items()]
+    return events
+
+
 def write_tensorboard(log_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """`rows` (metrics.csv's) as TensorBoard scalars (`scalar_tags`) in one event file under
-    `log_dir`; earlier event files there are removed (the directory mirrors metrics.csv).
-    A row without a step column is logged at its index."""
+    """`rows` (metrics.csv's) as TensorBoard scalars (`scalar_events`) in one event file under
+    `log_dir`; earlier event files there are removed (the directory mirrors metrics.csv)."""
     from tensorboardX import SummaryWriter
 
     log_dir = Path(log_dir)
@@ -100,21 +109,67 @@ def write_tensorboard(log_dir: str | os.PathLike, rows: Sequence[Mapping[str, An
         old.unlink()
     writer = SummaryWriter(str(log_dir), flush_secs=3600)
     try:
-        for i, row in enumerate(rows):
-            step, scalars = scalar_tags(row)
-            for tag, value in scalars.items():
-                writer.add_scalar(tag, value, i if step is None else step)
+        for step, tag, value in scalar_events(rows):
+            writer.add_scalar(tag, value, step)
     finally:
         writer.close()
 
 
+WANDB_MISSING = ("--wandb needs the wandb package, which is not installed: pip install "
+                 "'rlx[wandb]' (or pip install wandb; WANDB_MODE=offline needs no network)")
+
+
+def check_wandb() -> None:
+    """Raise a one-line `ValueError` (`WANDB_MISSING`) if `wandb` cannot be imported."""
+    try:
+        import wandb  # noqa: F401  (optional extra, imported only when asked for)
+    except ImportError:
+        raise ValueError(WANDB_MISSING) from None
+
+
+def write_wandb(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
+                summary: Mapping[str, Any] | None = None) -> None:
+    """`rows` (metrics.csv's) as one Weights & Biases run, the same scalars as TensorBoard's
+    (`scalar_events`), logged step by step in increasing step order.
+
+    The run lives under `out_dir/wandb/`, is named after `out_dir`, in project
+    `$WANDB_PROJECT` (default "rlx") and group `summary["experiment"]`; its config is
+    `summary["config"]` and its summary the numbers and strings of `summary` (summary.json's).
+    `WANDB_MODE=offline` writes it without a network (`wandb sync` uploads it later).
+    """
+    check_wandb()
+    import wandb
+
+    summary = dict(summary or {})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_step: dict[int, dict[str, float]] = {}
+    for step, tag, value in scalar_events(rows):
+        by_step.setdefault(step, {})[tag] = value
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rlx"), dir=str(out_dir),
+                     name=out_dir.resolve().name, group=summary.get("experiment"),
+                     config=_jsonable(summary.get("config") or {}))
+    try:
+        for step in sorted(by_step):
+            run.log(by_step[step], step=step)
+        run.summary.update({k: v for k, v in summary.items()
+                            if _is_number(v) or isinstance(v, str)})
+    finally:
+        run.finish()
+
+
 def write_metrics(out_dir: str | os.PathLike, rows: Sequence[dict], *,
-                  tensorboard: bool = True) -> None:
-    """An experiment's metrics: `out_dir/metrics.csv` (`write_csv`) and, with `tensorboard`,
-    the same scalars as TensorBoard event files under `out_dir/tb/` (`write_tensorboard`)."""
+                  tensorboard: bool = True, wandb: bool = False) -> None:
+    """An experiment's metrics: `out_dir/metrics.csv` (`write_csv`), with `tensorboard` the
+    same scalars as TensorBoard event files under `out_dir/tb/` (`write_tensorboard`), and
+    with `wandb` as a Weights & Biases run (`write_wandb`, its config and summary from
+    `out_dir/summary.json` when that exists)."""
     write_csv(Path(out_dir) / "metrics.csv", rows)
     if tensorboard:
         write_tensorboard(Path(out_dir) / TB_DIR, rows)
+    if wandb:
+        path = Path(out_dir) / "summary.json"
+        write_wandb(out_dir, rows, json.loads(path.read_text()) if path.exists() else None)
 
 
 def curve_rows(result: Any, labels: Sequence[str] | None = None,
@@ -298,6 +353,7 @@ def chunk_episode_means(returns_sum: np.ndarray, counts: np.ndarray, chunks: int
 
 
 __all__ = ["write_json", "write_csv", "write_metrics", "write_tensorboard", "scalar_tags",
+           "scalar_events", "write_wandb", "check_wandb", "WANDB_MISSING",
            "curve_rows", "plot_panels", "plot_curves", "plot_bars",
            "last_episodes_mean", "chunk_episode_means",
            "cumulative_env_steps"]

@@ -361,11 +361,11 @@ CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1",
 
 
 def preset_for(env: str) -> str:
-    """The preset an env gets when none is named: Brax `default`, gymnax classic control
-    `purejaxrl`, MinAtar `minatar`, any other gymnax env `classic`."""
-    from rlx.envs import BRAX_ENVS
+    """The preset an env gets when none is named: Brax and MuJoCo Playground `default`, gymnax
+    classic control `purejaxrl`, MinAtar `minatar`, any other gymnax env `classic`."""
+    from rlx.envs import is_continuous_control
 
-    if env in BRAX_ENVS:
+    if is_continuous_control(env):
         return "default"
     if env in CLASSIC_CONTROL:
         return "purejaxrl"

@@ -1,4 +1,4 @@
-"""Adapters from Brax and gymnax environments to `rlx.envs.Env`."""
+"""Adapters from Brax, gymnax and MuJoCo Playground environments to `rlx.envs.Env`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from rlx.envs.base import ActionSpec, Env
 
@@ -98,3 +99,75 @@ class GymnaxEnv(Env):
         obs, s, reward, terminated, truncated, info = self._env.step(key, inner, action, self.params)
         return (s, obs.astype(jnp.float32), reward, terminated,
                 info["final_observation"].astype(jnp.float32), truncated)
+
+
+@struct.dataclass
+class _NoEmpty:
+    """A pytree with its zero-size arrays (MJX's unused `act`, `efc_*`, ...) kept as static
+    shapes, so that checkpoints, which cannot hold zero-size arrays, can save the state."""
+
+    leaves: tuple
+    treedef: Any = struct.field(pytree_node=False)
+    empty: tuple = struct.field(pytree_node=False)  # (position, shape, dtype) of each
+
+    @classmethod
+    def pack(cls, tree: Any) -> "_NoEmpty":
+        leaves, treedef = jax.tree.flatten(tree)
+        empty = tuple((i, x.shape, jnp.dtype(x.dtype)) for i, x in enumerate(leaves) if x.size == 0)
+        return cls(tuple(x for x in leaves if x.size), treedef, empty)
+
+    def unpack(self) -> Any:
+        leaves = list(self.leaves)
+        for i, shape, dtype in self.empty:
+            leaves.insert(i, jnp.zeros(shape, dtype))
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
+class PlaygroundEnv(Env):
+    """A MuJoCo Playground environment (`mujoco_playground.registry.load`; the DM Control
+    Suite tasks, e.g. `CartpoleBalance`, `CheetahRun`) on MJX's JAX physics (`impl="jax"`,
+    which runs on CPU, GPU and TPU; Playground's own default, Warp, needs its GPU kernels).
+
+    Every finished episode restarts from a fresh `reset` with a new key; the time limit is
+    `episode_length` (default: the task's config, 1000 steps). `config_overrides` go to
+    Playground's config (e.g. `ctrl_dt`).
+    """
+
+    def __init__(self, name: str, episode_length: int | None = None, impl: str = "jax",
+                 **config_overrides: Any):
+        from mujoco_playground import registry  # local: optional extra, slow to import
+
+        self.name = name
+        config = registry.get_default_config(name)
+        self._env = registry.load(name, config_overrides={"impl": impl, **config_overrides})
+        if int(config.get("action_repeat", 1)) != 1:
+            raise ValueError(f"Playground task {name!r} repeats actions "
+                             f"({config.action_repeat}x); rlx's adapter steps once per action")
+        size = self._env.observation_size
+        self._obs_key = "state" if isinstance(size, dict) else None  # dict obs: its "state"
+        shape = size["state"] if self._obs_key else size
+        self.obs_shape = (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        self.action_spec = ActionSpec(discrete=False, size=int(self._env.action_size))
+        self.max_episode_steps = int(episode_length or config.episode_length)
+
+    @property
+    def playground_env(self):
+        return self._env
+
+    def _obs(self, s) -> jax.Array:
+        o = s.obs[self._obs_key] if self._obs_key else s.obs
+        return o.astype(jnp.float32)
+
+    def _reset(self, key):
+        s = self._env.reset(key)
+        return _NoEmpty.pack(s), self._obs(s)
+
+    def _step(self, key, inner, action, time):
+        s = self._env.step(inner.unpack(), action)
+        terminated = s.done > 0.5
+        truncated = time >= self.max_episode_steps
+        done = jnp.logical_or(terminated, truncated)
+        final_obs = self._obs(s)
+        s_next = _where_tree(done, self._env.reset(key), s)
+        s_next = s_next.replace(done=jnp.zeros_like(s.done))
+        return _NoEmpty.pack(s_next), self._obs(s_next), s.reward, terminated, final_obs, truncated

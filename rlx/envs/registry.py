@@ -16,6 +16,25 @@ SOLVED_RETURN = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -
                  "MountainCarContinuous-v0": 90.0}
 
 
+# MuJoCo Playground's DM Control Suite tasks (`pip install playground`, an optional extra; its
+# locomotion and manipulation tasks download their robot assets on first use, so they are
+# not offered here). Kept as a list so that naming one without Playground is a clear error.
+PLAYGROUND_ENVS = ("AcrobotSwingup", "AcrobotSwingupSparse", "BallInCup", "CartpoleBalance",
+                   "CartpoleBalanceSparse", "CartpoleSwingup", "CartpoleSwingupSparse",
+                   "CheetahRun", "FingerSpin", "FingerTurnEasy", "FingerTurnHard", "FishSwim",
+                   "HopperHop", "HopperStand", "HumanoidStand", "HumanoidWalk", "HumanoidRun",
+                   "PendulumSwingup", "PointMass", "ReacherEasy", "ReacherHard",
+                   "SwimmerSwimmer6", "WalkerRun", "WalkerStand", "WalkerWalk")
+PLAYGROUND_MISSING = ("needs MuJoCo Playground, which is not installed: pip install "
+                      "'rlx[playground]' (or pip install playground)")
+
+
+def playground_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mujoco_playground") is not None
+
+
 def gymnax_envs() -> tuple[str, ...]:
     import gymnax
 
@@ -23,8 +42,9 @@ def gymnax_envs() -> tuple[str, ...]:
 
 
 def list_envs() -> list[str]:
-    """Every name `make` accepts."""
-    return sorted(BRAX_ENVS) + sorted(gymnax_envs())
+    """Every name `make` accepts (Playground's only where it is installed)."""
+    playground = sorted(PLAYGROUND_ENVS) if playground_installed() else []
+    return sorted(BRAX_ENVS) + sorted(gymnax_envs()) + playground
 
 
 def validate_env_name(name: str) -> None:
@@ -33,13 +53,27 @@ def validate_env_name(name: str) -> None:
         return
     if name in gymnax_envs():
         return
+    if name in PLAYGROUND_ENVS:
+        if not playground_installed():
+            raise ValueError(f"environment {name!r} {PLAYGROUND_MISSING}")
+        return
     raise ValueError(
         f"unknown environment {name!r}. Brax: {', '.join(sorted(BRAX_ENVS))}; "
-        f"gymnax: {', '.join(sorted(gymnax_envs()))}")
+        f"gymnax: {', '.join(sorted(gymnax_envs()))}; "
+        f"MuJoCo Playground: {', '.join(sorted(PLAYGROUND_ENVS))}")
 
 
 def is_brax(name: str) -> bool:
     return name in BRAX_ENVS
+
+
+def is_playground(name: str) -> bool:
+    return name in PLAYGROUND_ENVS
+
+
+def is_continuous_control(name: str) -> bool:
+    """Brax or Playground: physics tasks that share rlx's continuous-control presets."""
+    return name in BRAX_ENVS or name in PLAYGROUND_ENVS
 
 
 def make(name: str, *, backend: str = "spring", episode_length: int | None = None,
@@ -51,9 +85,15 @@ def make(name: str, *, backend: str = "spring", episode_length: int | None = Non
     61k for `mjx`) and `episode_length` (default 1000); `fresh_reset` picks how Brax episodes restart
     (see `BraxEnv`). gymnax names
     (`CartPole-v1`, `Breakout-MinAtar`, ...) keep gymnax's own time limits unless
-    `episode_length` overrides them.
+    `episode_length` overrides them. MuJoCo Playground names (`CartpoleBalance`,
+    `CheetahRun`, ...) run MJX's JAX physics (`backend` and `fresh_reset` do not apply:
+    episodes always restart from a fresh reset; see `PlaygroundEnv`).
     """
     validate_env_name(name)
+    if is_playground(name):
+        from rlx.envs.adapters import PlaygroundEnv
+
+        return PlaygroundEnv(name, episode_length=episode_length, **kwargs)
     if is_brax(name):
         if backend not in BRAX_BACKENDS:
             raise ValueError(f"unknown Brax backend {backend!r}; valid: {', '.join(BRAX_BACKENDS)}")

@@ -23,6 +23,10 @@ The octant pair is a split that no single direction separates: a loss that learn
   is *not* observed (the agent must find it within its lifetime, as in EPG).
 - `AntGoal` (GPU): Brax `ant` whose reward is -|xy - goal| plus Brax's survive and
   control terms (the paper's GoalAnt); terminates when the ant is unhealthy.
+- A MuJoCo Playground task name (`CartpoleBalance`, `CheetahRun`, ...; `pip install
+  playground`): a one-task family, the task itself whatever goal is drawn (its own
+  per-episode randomness aside), so train and test regions are the same task: EPG then
+  learns a loss for that task, as in the paper's single-environment experiments.
 """
 
 from __future__ import annotations
@@ -43,6 +47,18 @@ REGIONS: dict[str, tuple[tuple[float, float], ...]] = {
     "odd_octants": tuple(((k + 0.5) * 0.5 * math.pi, (k + 1) * 0.5 * math.pi) for k in range(4)),
 }
 FAMILIES = ("point_goal", "ant_goal")
+
+
+def validate_family(name: str) -> None:
+    """Raise a `ValueError` unless `name` is a family of FAMILIES or a MuJoCo Playground task
+    (installed)."""
+    from rlx.envs.registry import PLAYGROUND_ENVS, validate_env_name
+
+    if name in PLAYGROUND_ENVS:
+        validate_env_name(name)  # names the missing package
+    elif name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; valid: {', '.join(FAMILIES)}, or a "
+                         f"MuJoCo Playground task ({', '.join(PLAYGROUND_ENVS)})")
 
 
 def validate_region(region: str) -> None:
@@ -161,13 +177,13 @@ class TaskFamily:
     backend: str = "spring"  # ant_goal only
 
     def __post_init__(self):
-        if self.name not in FAMILIES:
-            raise ValueError(f"unknown task family {self.name!r}; valid: {', '.join(FAMILIES)}")
+        validate_family(self.name)
         if not 0 <= self.r_min <= self.r_max:
             raise ValueError(f"goal radii need 0 <= r_min <= r_max, got {self.r_min}, {self.r_max}")
 
     @property
     def horizon(self) -> int:
+        """Episode steps: `episode_length`, else 50 (point_goal) / 1000 (ant_goal, Playground)."""
         return self.episode_length or (50 if self.name == "point_goal" else 1000)
 
     def sample(self, key: jax.Array, n: int, region: str) -> jax.Array:
@@ -178,6 +194,13 @@ class TaskFamily:
     def make_env(self, task: jax.Array) -> Env:
         if self.name == "point_goal":
             return PointGoalEnv(task, self.horizon, self.observe_goal)
+        if self.name != "ant_goal":  # a Playground task: the goal does not change it
+            cache = self.__dict__.setdefault("_cache", {})
+            if "playground" not in cache:
+                from rlx.envs.registry import make
+
+                cache["playground"] = make(self.name, episode_length=self.horizon)
+            return cache["playground"]
         return AntGoalEnv(task, self.horizon, self.backend, self.observe_goal,
                           brax_env=self._brax_env())
 
@@ -195,4 +218,4 @@ class TaskFamily:
 
 
 __all__ = ["TaskFamily", "PointGoalEnv", "AntGoalEnv", "REGIONS", "FAMILIES", "sample_goals",
-           "validate_region"]
+           "validate_region", "validate_family"]

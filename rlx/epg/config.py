@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from rlx.epg.loss_net import FORMS, conv_output_length
 from rlx.es.openai_es import OpenAIESParams
 from rlx.es.strategies import check_population, validate_strategy
-from rlx.envs.tasks import FAMILIES, REGIONS, TaskFamily
+from rlx.envs.tasks import REGIONS, TaskFamily, validate_family
 from rlx.networks import ACTIVATIONS
 
 
@@ -28,7 +28,7 @@ class EPGConfig:
     """
 
     # task family
-    family: str = "point_goal"  # point_goal (CPU) / ant_goal (Brax, GPU)
+    family: str = "point_goal"  # point_goal (CPU) / ant_goal (Brax, GPU) / a MuJoCo Playground task
     episode_length: int | None = None  # None: family default (50 / 1000)
     r_min: float = 0.5
     r_max: float = 1.5
@@ -76,8 +76,7 @@ class EPGConfig:
 
     def validate(self) -> None:
         """Raise `ValueError` naming the offending value, before anything compiles."""
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown EPG task family {self.family!r}; valid: {', '.join(FAMILIES)}")
+        validate_family(self.family)
         for name in ("train_region", "test_region"):
             if getattr(self, name) not in REGIONS:
                 raise ValueError(f"EPGConfig.{name}={getattr(self, name)!r} is not a region; "

@@ -28,7 +28,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from rlx import population as pop_lib
-from rlx.envs import BRAX_ENVS
+from rlx.envs import is_continuous_control
 from rlx.envs import make as make_env
 from rlx.envs import normalize as obs_norm
 from rlx.envs import validate_env_name
@@ -117,8 +117,9 @@ QUICK_BRAX_EPISODE_LENGTH = 50
 
 
 def preset(env: str, quick: bool = False) -> dict:
-    """The ESConfig overrides for `env`: its family's preset (Brax or gymnax), plus `QUICK`."""
-    brax = env in BRAX_ENVS
+    """The ESConfig overrides for `env`: its family's preset (Brax and MuJoCo Playground, or
+    gymnax), plus `QUICK`."""
+    brax = is_continuous_control(env)
     kw = dict(PRESETS["brax" if brax else "classic"])
     if quick:
         kw.update(QUICK)
