@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "proxy_score": float(bon_curves[size]["proxy"].mean(0)[j]),
                          "env_step": int(n)})
     logging.write_json(out / "summary.json", summary)
-    logging.write_metrics(out, rows)
+    logging.write_metrics(out, rows, wandb=args.wandb)
     _plots(out, args, proxies, d_bon, bon_curves, rl_curves, fits, proxy_info, data_sizes,
            kl_label)
     print(_table(fits, proxies, args))
