@@ -312,12 +312,12 @@ def main(argv: list[str] | None = None) -> dict:
         bon_curves[size] = {"gold": gb - gb[:, :1], "proxy": pb - pb[:, :1]}
 
     lap("best_of_n_s")
-    # 6. RL against each proxy (first seed, all data), plus one KL-penalised run
-    rl_runs = [(size, 0.0) for size in args.sizes] + [(args.kl_size, args.kl_beta)]
+    # 6. RL against each proxy (first seed, all data); the KL-penalised run shares its proxy's
+    # program (the penalty is a traced hyper-parameter: members = betas x seeds)
     rl_curves, rows, digests = {}, [], []
     keys = jax.random.split(k_rl, args.seeds)
     env_steps = 0
-    for size, beta in rl_runs:
+    for size in args.sizes:
         c, stacked, nparams = proxies[size]
         pp = jax.tree.map(lambda x: x[full_idx[0]], stacked)
         proxy_fn = rma.as_reward_fn(rma.score_fn(pp, c))
@@ -326,23 +326,28 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{runner.params_digest(gold_params)}")
         trainer = grpo.make_train(run_cfg, params, reward_fn=proxy_fn,
                                   score_fns={"gold": rma.as_reward_fn(gold_fn), "proxy": proxy_fn})
-        hp = run_cfg.hparams(seq.loss_params("ppo_clip", beta=beta))
-        label = f"{size}" + (f" kl={beta:g}" if beta else "")
-        print(f"[rl {label}] {args.seeds} seeds x {run_cfg.updates} updates")
+        betas = [0.0] + ([args.kl_beta] if size == args.kl_size else [])
+        labels = [size + (f" kl={b:g}" if b else "") for b in betas]
+        hps = [run_cfg.hparams(seq.loss_params("ppo_clip", beta=b)) for b in betas]
+        hp = jax.tree.map(lambda *x: jnp.repeat(jnp.stack(x), args.seeds, axis=0), *hps)
+        print(f"[rl {size}] {' + '.join(labels)}: {args.seeds} seeds x {run_cfg.updates} updates")
         res = common.exit_on_value_error(lambda: runner.run(
-            trainer, keys, out / "rl" / label.replace(" ", "_").replace("=", ""), hparams=hp,
+            trainer, jnp.tile(keys, (len(betas), 1)), out / "rl" / size, hparams=hp,
             devices=args.devices, progress=not args.no_progress))
-        kl = np.maximum(np.asarray(res.eval["kl_init_seq"]), 0.0)  # [evals, seeds]
-        g = np.asarray(res.eval["eval_score_gold"])
-        p = np.asarray(res.eval["eval_score_proxy"])
-        rl_curves[label] = {"d": np.sqrt(kl).mean(1), "gold": (g - g[:1]).mean(1),
-                            "proxy": (p - p[:1]).mean(1), "gold_seeds": g - g[:1],
-                            "accuracy": np.asarray(res.eval["accuracy"]).mean(1),
-                            "size": size, "beta": beta, "params": nparams}
+        E = len(res.eval_steps)
+        ev = {k: np.asarray(v).reshape(E, len(betas), args.seeds) for k, v in res.eval.items()}
+        for i, (label, beta) in enumerate(zip(labels, betas)):
+            d = np.sqrt(np.maximum(ev["kl_init_seq"][:, i], 0.0))  # [evals, seeds]
+            g, p = ev["eval_score_gold"][:, i], ev["eval_score_proxy"][:, i]
+            rl_curves[label] = {"d": d.mean(1), "gold": (g - g[:1]).mean(1),
+                                "proxy": (p - p[:1]).mean(1), "gold_seeds": g - g[:1],
+                                "accuracy": ev["accuracy"][:, i].mean(1),
+                                "size": size, "beta": beta, "params": nparams}
         digests.append(runner.params_digest(res.state.params))
         env_steps = trainer.total_env_steps
-        rows += logging.curve_rows(res, [f"seed{s}" for s in range(args.seeds)],
-                                   extra={"method": "rl", "proxy": label})
+        rows += logging.curve_rows(res, [f"{lb}|seed{s}" for lb in labels
+                                         for s in range(args.seeds)],
+                                   extra={"method": "rl", "proxy": size})
 
     lap("rl_s")
     # 7. fits and trends
