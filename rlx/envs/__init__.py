@@ -1,4 +1,5 @@
-"""Jitted environments behind one functional interface (Brax and gymnax).
+"""Jitted environments behind one functional interface (Brax, gymnax and rlx's own:
+`multiaction_point`, the LQG).
 
 `rlx.envs.tasks`: task-parameterised families (goal regions) for meta-learning (EPG).
 """
@@ -6,9 +7,10 @@
 from rlx.envs import lqg, normalize
 from rlx.envs.base import ActionSpec, Env, EnvState, StepOut
 from rlx.envs.lqg import LQGEnv
+from rlx.envs.multiaction import MultiactionPointEnv
 from rlx.envs.random_mdp import MDPArrays, RandomMDP, random_mdp_arrays
 from rlx.envs.registry import BRAX_ENVS, SOLVED_RETURN, list_envs, make, validate_env_name
 
 __all__ = ["ActionSpec", "Env", "EnvState", "StepOut", "BRAX_ENVS", "SOLVED_RETURN", "list_envs",
            "make", "validate_env_name", "normalize", "MDPArrays", "RandomMDP", "random_mdp_arrays",
-           "lqg", "LQGEnv"]
+           "lqg", "LQGEnv", "MultiactionPointEnv"]
