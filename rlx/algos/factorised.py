@@ -58,6 +58,7 @@ class FactorisedHParams:
     gae_lambda: jax.Array
     max_grad_norm: jax.Array
     linear_reg: jax.Array  # ridge of the linear-feature baseline
+    reward_scaling: jax.Array  # rewards are multiplied by this before any advantage
     baseline: jax.Array  # index into FactorisedConfig.candidates (a traced choice)
 
 
@@ -86,6 +87,7 @@ class FactorisedConfig:
     pg_coef: float = 1.0
     vf_coef: float = 0.5
     linear_reg: float = 1e-5
+    reward_scaling: float = 1.0  # keeps the baselines' targets O(1) (tanh networks)
     normalize_advantages: bool = True
     normalize_observations: bool = False
     policy_layers: tuple[int, ...] = (64, 64)
@@ -112,7 +114,7 @@ class FactorisedConfig:
                      "update_epochs", "eval_envs", "lr", "embed", "clip_eps", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FactorisedConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("pg_coef", "vf_coef", "linear_reg"):
+        for name in ("pg_coef", "vf_coef", "linear_reg", "reward_scaling"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"FactorisedConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.num_evals < 2:
@@ -152,7 +154,8 @@ class FactorisedConfig:
             raise ValueError(f"baseline {baseline!r} is not among {self.candidates!r}")
         values = dict(baseline=self.candidates.index(baseline), lr=self.lr, clip_eps=self.clip_eps, pg_coef=self.pg_coef,
                       vf_coef=self.vf_coef, gamma=self.gamma, gae_lambda=self.gae_lambda,
-                      max_grad_norm=self.max_grad_norm, linear_reg=self.linear_reg)
+                      max_grad_norm=self.max_grad_norm, linear_reg=self.linear_reg,
+                      reward_scaling=self.reward_scaling)
         return FactorisedHParams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
 
 
@@ -215,15 +218,16 @@ def make_engine(config: FactorisedConfig, env: Env) -> Engine:
         obs, final = norm(traj.obs), norm(traj.final_obs)
         args = (traj.terminated, traj.done, hp.gamma, hp.gae_lambda)
         extra = state.extra
+        reward = traj.reward * hp.reward_scaling
         per_dim = lambda x: jnp.broadcast_to(x[..., None], x.shape + (A,))  # noqa: E731
         a = distributions.Gaussian.to_env(traj.action)  # what the env saw
         results = {}
         if "none" in kinds:
-            zero = jnp.zeros_like(traj.reward)
-            results["none"] = bl.state_baseline_advantages(traj.reward, zero, zero, *args)
+            zero = jnp.zeros_like(reward)
+            results["none"] = bl.state_baseline_advantages(reward, zero, zero, *args)
         if "state" in kinds:
             v_next = jax.lax.map(lambda o: ac.apply(params["ac"], o)[1], final)
-            results["state"] = bl.state_baseline_advantages(traj.reward, traj.extras["value"],
+            results["state"] = bl.state_baseline_advantages(reward, traj.extras["value"],
                                                             v_next, *args)
         results = {k: tuple(map(per_dim, v)) for k, v in results.items()}
         if "factorised" in kinds or "linear" in kinds:
@@ -235,13 +239,13 @@ def make_engine(config: FactorisedConfig, env: Env) -> Engine:
         if "factorised" in kinds:
             b = jax.lax.map(lambda x: fb.apply(params["fb"], *x), (obs, a))
             b_next = jax.lax.map(lambda x: fb.apply(params["fb"], *x), (final, a_next))
-            results["factorised"] = bl.factorised_advantages(traj.reward, b, b_next, *args)
+            results["factorised"] = bl.factorised_advantages(reward, b, b_next, *args)
         if "linear" in kinds:
             t = episode_time(state.env_state.time, traj.done)
             phi = bl.linear_baseline_features(obs, a, t)
             phi_next = bl.linear_baseline_features(final, a_next, t + 1)
             results["linear"] = bl.factorised_advantages(
-                traj.reward, bl.linear_baseline(extra, phi), bl.linear_baseline(extra, phi_next),
+                reward, bl.linear_baseline(extra, phi), bl.linear_baseline(extra, phi_next),
                 *args)
             # refit on this batch's targets (rllab's order: used on the next batch)
             extra = bl.fit_linear_baseline(flat(phi), flat(results["linear"][1]), hp.linear_reg)
@@ -329,4 +333,29 @@ def make_estimator(config: FactorisedConfig, env: Env | None = None
 
 
 __all__ = ["BASELINES", "FactorisedHParams", "FactorisedConfig", "episode_time", "make_engine",
-           "make_train", "make_estimator"]
+           "make_train", "make_estimator", "estimator_samples"]
+
+
+def estimator_samples(config: FactorisedConfig, key: jax.Array, fit_updates: int, batches: int,
+                      env: Env | None = None) -> dict[str, jax.Array]:
+    """Policy-gradient estimates `[batches, P]` per baseline of `config.candidates`, at one fixed
+    policy (the initial one of `key`), after `fit_updates` updates that train only the
+    baselines (pg_coef = 0). Every baseline sees the same policy, the same fitting rollouts
+    and the same `batches` estimation rollouts (common random numbers: compare them paired).
+    One program: the baselines are vmapped members."""
+    if fit_updates < 0 or batches < 2:
+        raise ValueError(f"estimator_samples needs fit_updates >= 0 and batches >= 2, got "
+                         f"{fit_updates}, {batches}")
+    cfg = dataclasses.replace(config, pg_coef=0.0)
+    env = env or cfg.make_env()
+    trainer, estimate = make_train(cfg, env), make_estimator(cfg, env)
+    k_init, k_est = jax.random.split(key)
+    hp = jax.tree.map(lambda *x: jnp.stack(x), *[cfg.hparams(b) for b in cfg.candidates])
+
+    def one(h):
+        state = trainer.init(k_init, h)
+        state, _ = jax.lax.scan(lambda s, _: trainer.update(s), state, None, length=fit_updates)
+        return jax.lax.map(lambda k: estimate(state, k), jax.random.split(k_est, batches))
+
+    g = jax.jit(jax.vmap(one))(hp)
+    return {b: g[i] for i, b in enumerate(cfg.candidates)}
