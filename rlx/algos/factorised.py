@@ -333,7 +333,8 @@ def make_estimator(config: FactorisedConfig, env: Env | None = None
 
 
 __all__ = ["BASELINES", "FactorisedHParams", "FactorisedConfig", "episode_time", "make_engine",
-           "make_train", "make_estimator", "estimator_samples"]
+           "make_train", "make_estimator", "estimator_samples",
+           "env_decomposition_fns", "policy_mean_std"]
 
 
 def estimator_samples(config: FactorisedConfig, key: jax.Array, fit_updates: int, batches: int,
@@ -359,3 +360,94 @@ def estimator_samples(config: FactorisedConfig, key: jax.Array, fit_updates: int
 
     g = jax.jit(jax.vmap(one))(hp)
     return {b: g[i] for i, b in enumerate(cfg.candidates)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tucker et al.'s decomposition on any rlx Env, by resetting to saved env states
+
+
+def _bits_key(key: jax.Array, x: jax.Array) -> jax.Array:
+    """`key` folded with a hash of the bits of `x` (a deterministic function of x's value)."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32).ravel()
+    h = jnp.sum(bits * (jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761)
+                        + jnp.uint32(1)))
+    return jax.random.fold_in(key, h)
+
+
+def env_decomposition_fns(env: Env, mean_fn: Callable[[jax.Array], jax.Array], std: jax.Array,
+                          states: Any, horizon: int, gamma: float, mc_samples: int,
+                          key: jax.Array) -> tuple[dict[str, Callable], dict[str, Callable]]:
+    """Samplers and baselines for `rlx.losses.baselines.variance_decomposition` on `env` with
+    the Gaussian policy a ~ N(mean_fn(obs), diag(std^2)) (the env sees clip(a, -1, 1)), for
+    the gradient w.r.t. the action mean at the state (P = A parameters):
+
+        s ~ uniform over the saved env states `states` (a batched `EnvState`: the simulator
+            is reset to s by using it as the state, no simulator hooks),
+        a ~ pi(.|s),   G = sum_{l<horizon} gamma^l r_l from (s, a) then the policy (an episode
+            that ends stops the sum),   score_{i,j} = delta_ij (a_i - mean_i(s)) / std_i^2.
+
+    Baselines (Monte Carlo with `mc_samples` continuations, keyed by a hash of their inputs so
+    each is a deterministic function of them): "none" 0; "state" V(s) = mean of G over fresh
+    actions; "factorised" b_i(s, a_-i) = mean of G with a_i resampled (a_-i kept). Returns
+    (samplers, baselines).
+    """
+    n = jax.tree.leaves(states)[0].shape[0]
+    A = env.action_spec.size
+    k_state, k_fact = jax.random.split(key)
+
+    def sample_action(k, s):
+        mu = mean_fn(s.obs[None])[0]
+        return mu + std * jax.random.normal(k, mu.shape)
+
+    def sample_return(k, s, a):
+        def body(carry, k_l):
+            st, G, disc, alive, act = carry
+            st, out = env.step(st, jnp.clip(act, -1.0, 1.0))
+            G = G + alive * disc * out.reward
+            alive = alive * (1.0 - out.done.astype(jnp.float32))
+            return (st, G, disc * gamma, alive, sample_action(k_l, st)), None
+
+        init = (s, jnp.zeros(()), jnp.ones(()), jnp.ones(()), a)
+        (_, G, _, _, _), _ = jax.lax.scan(body, init, jax.random.split(k, horizon))
+        return G
+
+    def mean_return(k, s, actions_fn):
+        ks = jax.random.split(k, mc_samples)
+        return jax.vmap(lambda kk: sample_return(jax.random.fold_in(kk, 1), s,
+                                                 actions_fn(kk)))(ks).mean()
+
+    def state_baseline(s, a):
+        k = _bits_key(k_state, s.obs)
+        return jnp.full((A,), mean_return(k, s, lambda kk: sample_action(kk, s)))
+
+    def factorised_baseline(s, a):
+        def b_i(i):
+            a_minus = a.at[i].set(0.0)
+            k = _bits_key(jax.random.fold_in(k_fact, i), jnp.concatenate([s.obs, a_minus]))
+            return mean_return(k, s, lambda kk: a.at[i].set(sample_action(kk, s)[i]))
+
+        return jax.vmap(b_i)(jnp.arange(A))
+
+    samplers = {
+        "sample_state": lambda k: jax.tree.map(lambda x: x[jax.random.randint(k, (), 0, n)],
+                                               states),
+        "sample_action": sample_action,
+        "sample_return": sample_return,
+        "score_per_dim": lambda s, a: jnp.diag((a - mean_fn(s.obs[None])[0]) / std**2),
+    }
+    baselines = {"none": lambda s, a: jnp.zeros((A,)), "state": state_baseline,
+                 "factorised": factorised_baseline}
+    return samplers, baselines
+
+
+def policy_mean_std(config: FactorisedConfig, env: Env, params: Any, obs_stats: Any = None
+                    ) -> tuple[Callable[[jax.Array], jax.Array], jax.Array]:
+    """(mean_fn(obs [N, ...]) -> [N, A], std [A]) of a learner's Gaussian policy `params`
+    (an `EngineState.params`), observations normalised with `obs_stats` if the config does."""
+    ac, _ = _networks(config, env)
+
+    def mean_fn(obs):
+        o = obs_norm.normalize(obs_stats, obs) if config.normalize_observations else obs
+        return jnp.split(ac.apply(params["ac"], o)[0], 2, axis=-1)[0]
+
+    return mean_fn, jnp.exp(params["ac"]["params"]["log_std"])
