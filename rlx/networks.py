@@ -113,12 +113,13 @@ class FactorisedBaseline(nn.Module):
     """Action-dependent baselines b_i(s, a_-i) for every action dimension i (Wu et al. 2018),
     `[..., A]`, from observations `[..., *obs]` and actions `[..., A]`:
 
-        e_i = W a - a_i W_i + D_i   (a learned embedding of a_-i: a_i's column removed, plus a
-                                     learned per-dimension code D_i)
+        e_i = sum_{j != i} a_j W_j + D_i   (a learned embedding of a_-i plus a learned
+                                           per-dimension code D_i)
         b_i = MLP([s, e_i])         (one MLP shared by all i; W `[A, embed]`, D `[A, embed]`)
 
-    b_i never sees a_i (its gradient w.r.t. a_i is exactly 0), so it keeps the estimator
-    unbiased; the MLP runs on A rows per state (cost O(A) forwards).
+    b_i never sees a_i (a_i is masked out before the sum: its gradient w.r.t. a_i is exactly
+    0), so it keeps the estimator unbiased; the MLP runs on A rows per state (O(A) forwards,
+    O(A^2 embed) for the embeddings).
     """
 
     action_size: int
@@ -133,7 +134,8 @@ class FactorisedBaseline(nn.Module):
         x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         W = self.param("embed", nn.initializers.normal(1.0 / np.sqrt(A)), (A, self.embed))
         code = self.param("dim_code", nn.initializers.zeros, (A, self.embed))
-        e = (action @ W)[..., None, :] - action[..., :, None] * W + code   # [..., A, embed]
+        others = action[..., None, :] * (1.0 - jnp.eye(A, dtype=action.dtype))  # row i: a_-i
+        e = others @ W + code                                                  # [..., A, embed]
         xs = jnp.broadcast_to(x[..., None, :], x.shape[:-1] + (A, x.shape[-1]))
         return MLP(self.layers, 1, self.activation, 1.0, name="mlp")(
             jnp.concatenate([xs, e], axis=-1))[..., 0]
