@@ -2,7 +2,8 @@
 a configuration of the on-policy engine (`rlx.algos.onpolicy`).
 
 One update: roll out `num_envs x unroll_length` steps of a factorised Gaussian policy, form
-advantages with the configured baseline (`FactorisedConfig.baseline`, a static field):
+advantages with the baseline `hparams.baseline` selects (a traced index into
+`FactorisedConfig.candidates`, so several baselines x seeds run as one vmapped program):
 
     none        A_t = GAE with V = 0 (discounted lambda-returns)
     state       A_t = GAE with the critic V(s) (`rlx.losses.baselines.state_baseline_advantages`)
