@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments import common
 
-DEFAULT = dict(ks=(1, 6, 50), fit_updates=150, batches=32, var_seeds=2, lqg_samples=(64, 16, 8),
+DEFAULT = dict(ks=(1, 6, 25), fit_updates=150, batches=32, var_seeds=2, lqg_samples=(64, 16, 8),
                curve_k=6, curve_steps=400_000, brax_steps=300_000, brax_horizon=50,
                brax_samples=(16, 8, 4), brax_mc=8)
 QUICK = dict(ks=(2,), fit_updates=3, batches=4, var_seeds=1, lqg_samples=(8, 4, 2), curve_k=3,
