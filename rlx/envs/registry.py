@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rlx.envs.base import Env
@@ -10,6 +11,9 @@ BRAX_ENVS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup",
              "inverted_pendulum", "inverted_double_pendulum", "pusher", "reacher",
              "swimmer", "walker2d")
 BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
+# rlx's own envs: Wu et al.'s synthetic task; `multiaction_point_k50` fixes k (d = 2)
+NATIVE_ENVS = ("multiaction_point",)
+_MULTIACTION = re.compile(r"multiaction_point(?:_k([1-9][0-9]*))?")
 # Gym's `reward_threshold`: the mean episode return at which an env counts as solved
 # (only envs that have a standard one).
 SOLVED_RETURN = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0,
@@ -44,12 +48,12 @@ def gymnax_envs() -> tuple[str, ...]:
 def list_envs() -> list[str]:
     """Every name `make` accepts (Playground's only where it is installed)."""
     playground = sorted(PLAYGROUND_ENVS) if playground_installed() else []
-    return sorted(BRAX_ENVS) + sorted(gymnax_envs()) + playground
+    return sorted(BRAX_ENVS) + sorted(NATIVE_ENVS) + sorted(gymnax_envs()) + playground
 
 
 def validate_env_name(name: str) -> None:
     """Raise a `ValueError` listing valid names if `name` is unknown."""
-    if name in BRAX_ENVS:
+    if name in BRAX_ENVS or _MULTIACTION.fullmatch(name):
         return
     if name in gymnax_envs():
         return
@@ -59,6 +63,7 @@ def validate_env_name(name: str) -> None:
         return
     raise ValueError(
         f"unknown environment {name!r}. Brax: {', '.join(sorted(BRAX_ENVS))}; "
+        f"rlx: {', '.join(NATIVE_ENVS)} (or multiaction_point_k<K>); "
         f"gymnax: {', '.join(sorted(gymnax_envs()))}; "
         f"MuJoCo Playground: {', '.join(sorted(PLAYGROUND_ENVS))}")
 
@@ -87,9 +92,18 @@ def make(name: str, *, backend: str = "spring", episode_length: int | None = Non
     (`CartPole-v1`, `Breakout-MinAtar`, ...) keep gymnax's own time limits unless
     `episode_length` overrides them. MuJoCo Playground names (`CartpoleBalance`,
     `CheetahRun`, ...) run MJX's JAX physics (`backend` and `fresh_reset` do not apply:
-    episodes always restart from a fresh reset; see `PlaygroundEnv`).
+    episodes always restart from a fresh reset; see `PlaygroundEnv`). `multiaction_point`
+    (`rlx.envs.multiaction`; kwargs d, k, ...; `multiaction_point_k<K>` sets k) has horizon
+    `episode_length` (default 50).
     """
     validate_env_name(name)
+    match = _MULTIACTION.fullmatch(name)
+    if match:
+        from rlx.envs.multiaction import MultiactionPointEnv
+
+        if match.group(1):
+            kwargs["k"] = int(match.group(1))
+        return MultiactionPointEnv(horizon=episode_length or 50, **kwargs)
     if is_playground(name):
         from rlx.envs.adapters import PlaygroundEnv
 
