@@ -65,7 +65,7 @@ class Args:
 
     sizes: tuple[str, ...] = SIZES  # proxy RM sizes (rlx.lm.reward_model.RM_SIZES)
     proxy_seeds: int = 3  # proxy RMs trained per size and data size
-    data_fractions: tuple[float, ...] = (1 / 64, 1 / 16, 1 / 4, 1.0)  # data sweep (of the train comparisons)
+    data_fractions: tuple[float, ...] = (1 / 256, 1 / 32, 1 / 8, 1 / 2, 1.0)  # of the comparisons
     comparison_prompts: int = 4096  # training prompts whose 8 samples give 4 comparisons each
     gold_steps: int = 3000  # gold RM regression steps (batch 256)
     proxy_steps: int = 1000  # Bradley-Terry steps per proxy (batch 64)
