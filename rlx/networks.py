@@ -1,5 +1,6 @@
 """Every policy and value network in rlx (flax): MLP torsos, the actor-critic, the
-factorised action-dependent baseline, EPG's Gaussian policy, soft Q-learning's Q-network and ES's deterministic policy."""
+factorised action-dependent baseline, EPG's Gaussian policy, soft Q-learning's Q-network, SAC's
+twin critics (`ContinuousQ`) and ES's deterministic policy."""
 
 from __future__ import annotations
 
@@ -182,6 +183,27 @@ class QNetwork(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
         return MLP(self.layers, self.action_size, self.activation, 0.01, name="q")(x)
+
+
+class ContinuousQ(nn.Module):
+    """Q_i(s, a), i < num_critics, for continuous actions: independent MLPs over
+    concat(flattened obs, action) (SAC's twin critics). Returns `[num_critics, ...]`.
+
+    Separate MLPs rather than one vmapped ensemble: plain 2-D matmuls, which XLA:CPU can
+    hand to its fast dot library (`rlx.algos.sac.COMPILER_OPTIONS`); a batched matmul
+    it cannot."""
+
+    layers: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    num_critics: int = 2
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = obs.reshape(obs.shape[: obs.ndim - self.obs_ndim] + (-1,))
+        x = jnp.concatenate([x, action.astype(x.dtype)], axis=-1)
+        return jnp.stack([MLP(tuple(self.layers), 1, self.activation, 1.0, name=f"q_{i}")(x)[..., 0]
+                          for i in range(self.num_critics)])
 
 
 def deterministic_policy(env: Env, hidden_layers: tuple[int, ...], activation: str = "tanh"

@@ -270,7 +270,8 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
     `updates` runs `per_call` updates (default `updates_per_eval`; donating its state); a
     chunk is `updates_per_eval / per_call` calls of it and one of `evaluate`, so the
     evaluation is compiled once. No program holds a host callback (JAX's persistent
-    compilation cache can keep them all). Calls take arguments placed as
+    compilation cache can keep them all); each is compiled with `trainer.compiler_options`.
+    Calls take arguments placed as
     `population.shard` places them (`axis=None`: replicated).
     """
     name = trainer.axis_name
@@ -287,12 +288,13 @@ def compile_programs(trainer: Trainer, keys: jax.Array, hparams: Any, mesh: Any,
     seconds = {}
     t = time.time()
     lowered_init = init.lower(keys, hparams)
-    programs = [lowered_init.compile()]
+    options = trainer.compiler_options
+    programs = [lowered_init.compile(compiler_options=options)]
     seconds["init"] = time.time() - t
     state = population.abstract(lowered_init.out_info, mesh, axis)  # the state's shapes
     for label, fn in (("evaluate", evaluate), ("updates", updates)):
         t = time.time()
-        programs.append(fn.lower(state).compile())
+        programs.append(fn.lower(state).compile(compiler_options=options))
         seconds[label] = time.time() - t
     return tuple(programs), seconds
 

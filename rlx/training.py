@@ -70,6 +70,9 @@ class Trainer:
     # Data parallelism: each member (seed) is this many shards of one agent, vmapped with
     # `axis_name`; `rlx.runner.run` repeats each seed's key once per shard.
     shards: int = 1
+    # XLA options the runner compiles this trainer's programs with (None: the defaults), e.g.
+    # SAC's fast CPU matmuls (`rlx.algos.sac.COMPILER_OPTIONS`).
+    compiler_options: dict[str, Any] | None = None
 
     @property
     def num_updates(self) -> int:

@@ -3,7 +3,7 @@
 Layers, bottom to top; a module may import only from its own layer or below:
 
     0  rlx.population rlx.memory rlx.distributed rlx.optim rlx.logging rlx.training rlx.checkpoint
-    1  rlx.envs rlx.distributions rlx.networks rlx.losses rlx.lm
+    1  rlx.envs rlx.distributions rlx.networks rlx.losses rlx.lm rlx.replay
     2  rlx.rollout
     3  rlx.algos rlx.es
     4  rlx.epg rlx.softq_identity
@@ -24,7 +24,7 @@ LAYERS = {
     "rlx.population": 0, "rlx.memory": 0, "rlx.distributed": 0, "rlx.optim": 0,
     "rlx.logging": 0, "rlx.training": 0, "rlx.checkpoint": 0,
     "rlx.envs": 1, "rlx.distributions": 1, "rlx.networks": 1, "rlx.losses": 1, "rlx.lm": 1,
-    "rlx.scaling_laws": 1, "rlx.wpg_flow": 1,
+    "rlx.scaling_laws": 1, "rlx.wpg_flow": 1, "rlx.replay": 1,
     "rlx.rollout": 2,
     "rlx.algos": 3, "rlx.es": 3,
     "rlx.epg": 4, "rlx.softq_identity": 4,

@@ -84,6 +84,36 @@ def n_step_returns(rewards: jax.Array, next_values: jax.Array, terminated: jax.A
     return g
 
 
+def n_step_window(rewards: jax.Array, terminated: jax.Array, done: jax.Array,
+                  gamma: float | jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The n-step return of a window's first step, as (reward sum, bootstrap discount, last).
+
+    `rewards`, `terminated`, `done`: `[..., n]`, n consecutive steps of one env (a replay
+    window). With k = min(n, 1 + first d where done_d) (never across an episode boundary):
+
+        G    = sum_{d=0}^{k-1} gamma^d r_d
+        disc = gamma^k (1 - term_{k-1})
+        last = k - 1
+
+    so that G + disc * V(final_obs_last) is `n_step_returns`' G_0 for the same steps
+    (a truncated episode bootstraps from its final observation, a terminated one does not).
+    """
+    chex.assert_equal_shape([rewards, terminated, done])
+    n = rewards.shape[-1]
+    dtype = rewards.dtype
+    done_f = done.astype(dtype)
+    # alive_d = 1 while no step before d ended the episode
+    alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(done_f[..., :1]), 1.0 - done_f[..., :-1]],
+                                        axis=-1), axis=-1)
+    powers = jnp.asarray(gamma, dtype) ** jnp.arange(n, dtype=dtype)
+    ret = jnp.sum(alive * powers * rewards, axis=-1)
+    k = jnp.sum(alive, axis=-1).astype(jnp.int32)  # steps summed (>= 1)
+    last = k - 1
+    term_last = jnp.take_along_axis(terminated.astype(dtype), last[..., None], axis=-1)[..., 0]
+    disc = jnp.asarray(gamma, dtype) ** k.astype(dtype) * (1.0 - term_last)
+    return ret, disc, last
+
+
 def normalize(x: jax.Array, axis_name: str | None = None, eps: float = 1e-8) -> jax.Array:
     """(x - mean) / (std + eps) over all elements (and over `axis_name` members)."""
     mean = x.mean()
