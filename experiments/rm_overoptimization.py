@@ -65,14 +65,14 @@ class Args:
 
     sizes: tuple[str, ...] = SIZES  # proxy RM sizes (rlx.lm.reward_model.RM_SIZES)
     proxy_seeds: int = 3  # proxy RMs trained per size and data size
-    data_fractions: tuple[float, ...] = (1 / 256, 1 / 32, 1 / 8, 1 / 2, 1.0)  # of the comparisons
+    data_fractions: tuple[float, ...] = (1 / 64, 1 / 16, 1 / 4, 1.0)  # of the comparisons
     comparison_prompts: int = 4096  # training prompts whose 8 samples give 4 comparisons each
     gold_steps: int = 3000  # gold RM regression steps (batch 256)
     proxy_steps: int = 1000  # Bradley-Terry steps per proxy (batch 64)
     bon_prompts: int = 32  # held-out prompts for best-of-n
     bon_samples: int = 10000  # N samples per prompt (largest n)
     rl_updates: int = 150  # PPO updates per RL run (16 prompts x 8 samples each)
-    rl_lr: float = 1e-4
+    rl_lr: float = 5e-5
     kl_beta: float = 0.1  # k3 KL-penalty coefficient of the one penalised run
     kl_size: str = "m"  # the proxy the penalised run optimises
     sft_steps: int = 1500
@@ -86,7 +86,7 @@ QUICK = dict(sizes=("xs", "s"), proxy_seeds=1, data_fractions=(0.5, 1.0), compar
 FULL = dict(proxy_seeds=5, comparison_prompts=16384, gold_steps=10000, proxy_steps=3000,
             bon_prompts=128, bon_samples=20000, rl_updates=400)
 LM = dict(task="addition", layers=2, width=64, heads=4, prompts_per_update=16, group_size=8,
-          minibatches=4, num_evals=16, eval_prompts=128, eval_samples=4, loss="ppo_clip")
+          minibatches=4, num_evals=31, eval_prompts=128, eval_samples=4, loss="ppo_clip")
 QUICK_LM = dict(layers=1, width=32, heads=2, prompts_per_update=4, group_size=4, minibatches=2,
                 num_evals=3, eval_prompts=8, eval_samples=2)
 GROUP = 8  # samples per comparison prompt
