@@ -73,12 +73,11 @@ def test_cartpole_balance_steps_truncates_and_restarts():
     assert family.make_env(jnp.ones((2,))) is family.template_env()
 
 
-
 # MuJoCo Playground's own PPO settings for the DM Control Suite (its
 # config/dm_control_suite_params.py: discount 0.995, reward scaling 10, lr 1e-3, entropy 1e-2,
 # Brax's tanh-Gaussian swish networks, clip 0.3, observation normalisation) at CPU size: 32 envs x
 # whole 1000-step episodes per update, 32 minibatches x 4 epochs, a 64-64 value net (Playground:
-# 2048 envs x 30 steps, 16 epochs, 256 x 5). Whole episodes matter: CartpoleBalance never
+# 2048 envs x 16 unrolls of 30 steps, 16 epochs, 256 x 5). Whole episodes matter: CartpoleBalance never
 # terminates, so every env restarts at the same step and a 30-step unroll sees one phase of the
 # episode per update (measured: 256 x 30 learns with seed 0, not with seed 1, in 5M steps).
 PLAYGROUND_PPO = ["--preset", "brax", "--value-layers", "64,64", "--num-envs", "32",
