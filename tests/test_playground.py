@@ -31,7 +31,15 @@ def test_playground_names_get_the_continuous_control_presets():
     from rlx import es
     from rlx.algos import ppo
 
-    assert ppo.preset_for("CheetahRun") == ppo.preset_for("reacher") == "default"
+    assert ppo.preset_for("reacher") == "default"
+    assert ppo.preset_for("CheetahRun") == ppo.preset_for("CartpoleBalance") == "playground"
+    # the preset is the flags the CartpoleBalance learning check was measured with
+    cfg = ppo.PPOConfig(**ppo.PRESETS["playground"])
+    want = ppo.PPOConfig(**{**ppo.PRESETS["brax"], "value_layers": (64, 64), "num_envs": 32,
+                            "unroll_length": 1000, "num_minibatches": 32, "update_epochs": 4,
+                            "lr": 1e-3, "gamma": 0.995, "ent_coef": 0.01, "reward_scaling": 10.0,
+                            "eval_envs": 32})
+    assert cfg == want
     assert es.preset("CheetahRun", quick=True) == es.preset("reacher", quick=True)
 
 

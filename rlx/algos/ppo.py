@@ -332,6 +332,15 @@ PRESETS: dict[str, dict] = {
                  max_grad_norm=float("inf"), head="tanh_gaussian", policy_layers=(32,) * 4,
                  value_layers=(256,) * 5, activation="swish", num_evals=5, eval_envs=128,
                  fresh_reset=False),
+    # MuJoCo Playground's DM Control Suite PPO settings at CPU size: Brax's networks, discount
+    # 0.995, reward scaling 10, lr 1e-3, entropy 1e-2, and whole 1000-step episodes per update
+    # (32 envs x 1000 steps: the envs never terminate, so short unrolls see one slice of the
+    # episode per update; measured on CartpoleBalance in the README)
+    "playground": dict(num_envs=32, unroll_length=1000, num_minibatches=32, update_epochs=4,
+                       lr=1e-3, gamma=0.995, gae_lambda=0.95, clip_eps=0.3, ent_coef=1e-2,
+                       reward_scaling=10.0, max_grad_norm=float("inf"), head="tanh_gaussian",
+                       policy_layers=(32,) * 4, value_layers=(64, 64), activation="swish",
+                       num_evals=5, eval_envs=32, fresh_reset=False),
     # PureJaxRL's hyper-parameters without its value clipping (other gymnax envs)
     "classic": dict(num_envs=4, unroll_length=128, num_minibatches=4, update_epochs=4, lr=2.5e-4,
                     anneal_lr=True, gamma=0.99, ent_coef=0.01, normalize_observations=False,
@@ -361,10 +370,14 @@ CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1",
 
 
 def preset_for(env: str) -> str:
-    """The preset an env gets when none is named: Brax and MuJoCo Playground `default`, gymnax
-    classic control `purejaxrl`, MinAtar `minatar`, any other gymnax env `classic`."""
+    """The preset an env gets when none is named: Brax `default`, MuJoCo Playground
+    `playground`, gymnax classic control `purejaxrl`, MinAtar `minatar`, any other gymnax env
+    `classic`."""
     from rlx.envs import is_continuous_control
+    from rlx.envs.registry import is_playground
 
+    if is_playground(env):
+        return "playground"
     if is_continuous_control(env):
         return "default"
     if env in CLASSIC_CONTROL:
