@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import disk_compile_cache  # noqa: F401  (fixture)
 from rlx import checkpoint, runner
 from rlx.algos import ppo
 
@@ -22,19 +23,7 @@ CFG = ppo.PPOConfig(env="CartPole-v1", total_steps=4 * 256, num_envs=4, unroll_l
 KEYS = jax.random.split(jax.random.PRNGKey(0), 2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """Speed only: every run here compiles the same three programs; cache them on disk
-    (takes effect when this module compiles first in the session)."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    jax.config.update(names[2], 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+pytestmark = pytest.mark.usefixtures("disk_compile_cache")
 
 
 def _run(out, trainer=None, keys=KEYS, **kw):

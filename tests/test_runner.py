@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import run_killed_and_resumed
 from rlx import runner
 from rlx.algos import ppo
 
@@ -17,12 +18,7 @@ CFG = ppo.PPOConfig(env="CartPole-v1", total_steps=4 * 256, num_envs=4, unroll_l
 def test_resume_after_kill_gives_same_params(tmp_path):
     trainer = ppo.make_train(CFG, on_update=runner.on_update)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    full = runner.run(trainer, keys, tmp_path / "full", progress=False)
-    part = runner.run(trainer, keys, tmp_path / "killed", progress=False, stop_after_chunks=2)
-    assert part.resumed_from is None
-    resumed = runner.run(trainer, keys, tmp_path / "killed", progress=False)
-    assert resumed.resumed_from == 2
-    assert runner.params_digest(resumed.state.params) == runner.params_digest(full.state.params)
+    full, resumed = run_killed_and_resumed(trainer, keys, tmp_path)
     np.testing.assert_array_equal(resumed.eval["eval_return"], full.eval["eval_return"])
     assert resumed.train["policy_loss"].shape == full.train["policy_loss"].shape == (4, 2)
 

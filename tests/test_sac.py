@@ -10,23 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import disk_compile_cache, run_killed_and_resumed  # noqa: F401  (fixture)
 from rlx import losses, replay, runner
 from rlx.algos import sac
 from rlx.losses import sac as sac_losses
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """Speed only: the runs here compile the same programs; cache them on disk."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    jax.config.update(names[2], 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+pytestmark = pytest.mark.usefixtures("disk_compile_cache")
 
 
 # ---- replay buffer ---------------------------------------------------------------------------
@@ -149,12 +139,7 @@ def test_resume_after_kill_is_bit_exact_and_seeds_are_vmapped(tmp_path):
     trainer = sac.make_train(TINY)
     assert trainer.updates_per_eval == 8 and trainer.steps_per_update == 8
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    full = runner.run(trainer, keys, tmp_path / "full", progress=False)
-    part = runner.run(trainer, keys, tmp_path / "killed", progress=False, stop_after_chunks=2)
-    assert part.resumed_from is None
-    resumed = runner.run(trainer, keys, tmp_path / "killed", progress=False)
-    assert resumed.resumed_from == 2
-    assert runner.params_digest(resumed.state.params) == runner.params_digest(full.state.params)
+    full, resumed = run_killed_and_resumed(trainer, keys, tmp_path)
     for name in ("critic_loss", "alpha"):
         np.testing.assert_array_equal(resumed.train[name], full.train[name])
     np.testing.assert_array_equal(resumed.eval["eval_return"], full.eval["eval_return"])
