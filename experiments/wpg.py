@@ -1,8 +1,8 @@
 """Wasserstein policy gradients: the geometric contraction of the WPG flow made visible
 (Zhu, Gao & Li 2026), and WPO's learning curves beside SAC's and PPO's.
 
-    python -m experiments.wpg --out runs/wpg            # CPU default (about 2 minutes)
-    python -m experiments.wpg --out runs/wpg --quick    # < 1 minute smoke run (the test's)
+    python -m experiments.wpg --out runs/wpg            # CPU default (about 7 minutes on 2 shared cores)
+    python -m experiments.wpg --out runs/wpg --quick    # about 1 minute smoke run (the test's)
     python -m experiments.wpg --out runs/wpg --full     # more particles, one more step size
 
 Part (a), the contraction figure (`rlx.wpg_flow`, float64 statistics): one state, Q(a) =
@@ -292,16 +292,17 @@ UNAVAILABLE_ENVS = {"humanoid_replica": "a humanoid replicated to 65/105 action 
                                         "paper's) is not in rlx.envs yet"}
 
 
-def learning_configs(preset: str, env: str, seed_steps: int | None = None) -> dict:
+def learning_configs(preset: str, env: str, total_steps: int | None = None) -> dict:
     """The three runs of one env: {"wpo": SACConfig, "sac": SACConfig, "ppo": PPOConfig}.
     WPO runs the engine's "wpo" actor loss (`rlx.losses.wpo.engine_wpo`, Acme's KL settings,
-    no entropy) registered with this preset's sample count; `seed_steps` overrides the steps."""
+    no entropy) registered with this preset's sample count; `total_steps` overrides the steps."""
     from rlx.algos import ppo, sac
     from rlx.losses import wpo
 
     p = LEARNING[preset]
-    steps = {a: seed_steps or p["steps"][a] for a in ALGOS}
-    name = f"wpo_n{p['wpo']['num_samples']}"
+    steps = {a: total_steps or p["steps"][a] for a in ALGOS}
+    n = p["wpo"]["num_samples"]
+    name = "wpo" if n == wpo.WPOConfig().num_samples else f"wpo_n{n}"
     if name not in sac.ACTOR_LOSSES:
         sac.register_wpo(name, wpo.WPOConfig(num_samples=p["wpo"]["num_samples"]))
     backend = dict(backend="positional")
