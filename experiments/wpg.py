@@ -1,8 +1,8 @@
 """Wasserstein policy gradients: the geometric contraction of the WPG flow made visible
-(Zhu, Gao & Li 2026) and, once the off-policy engine is merged, WPO against SAC and PPO.
+(Zhu, Gao & Li 2026), and WPO's learning curves beside SAC's and PPO's.
 
-    python -m experiments.wpg --out runs/wpg            # CPU default (about 2 minutes)
-    python -m experiments.wpg --out runs/wpg --quick    # < 1 minute smoke run (the test's)
+    python -m experiments.wpg --out runs/wpg            # CPU default (about 7 minutes on 2 shared cores)
+    python -m experiments.wpg --out runs/wpg --quick    # about 1 minute smoke run (the test's)
     python -m experiments.wpg --out runs/wpg --full     # more particles, one more step size
 
 Part (a), the contraction figure (`rlx.wpg_flow`, float64 statistics): one state, Q(a) =
@@ -17,12 +17,21 @@ Then the multi-step check: an entropy-regularised LQR whose soft-optimal Gaussia
 from a Riccati recursion; the Gaussian WPG flow from K = 0, Sigma = I converges to it, at the
 rate the linearisation predicts (1 - eta lambda_min(M_aa*) for the gain).
 
-Part (b), learning curves of WPO, SAC and rlx PPO on Brax: NOT YET BUILT (`learning_curves`;
-summary key `learning` says so) -- it needs the off-policy engine of issue 15.
+Part (b), learning curves (`learning_curves`, one seed each): WPO (the off-policy engine of
+`rlx.algos.sac` with its "wpo" actor loss: Acme's practical WPO loss on N action samples with
+the decoupled KL to a target actor, no entropy), SAC (the same engine, its own actor loss) and
+rlx PPO (`rlx.algos.ppo`, its preset for the env) on Brax inverted_pendulum (positional
+backend; WPO and SAC 40,960 env steps each with 64 envs, batch 128, 16 gradient steps per
+env step of all envs; PPO 409,600 steps of its "default" preset); --quick on gymnax
+Pendulum-v1 with tiny sizes; --full adds humanoid (1M off-policy, 10M PPO steps) and lists
+the high-dimensional humanoid replica as not run (no such env in rlx yet). `--env`,
+`--total-steps` override part (b)'s env and steps.
 
 Writes summary.json (`contraction.<eta>.{rate_fit, rate_theory, floor_fit, floor_theory}` for
-the particles, with `ula_law` and `gaussian_flow` entries of the same shape; `lqr`; `done`),
-metrics.csv + TensorBoard events (every curve), contraction.png and lqr.png to --out. Nothing
+the particles, with `ula_law` and `gaussian_flow` entries of the same shape; `lqr`; `done`;
+`learning.<algo>.{final_return, best_return, env_steps, wall_s, eval_steps, eval_returns}` and
+`learning.<env>.<algo>` per env), metrics.csv + TensorBoard events (every curve),
+contraction.png, lqr.png and learning.png to --out. Nothing
 to resume: the run is short and deterministic for a given --seed.
 """
 
@@ -59,6 +68,8 @@ class Args:
     seed: int = 0  # the particles' PRNG seed
     particles: int | None = None  # ULA particles (default: the preset's)
     eta_kappa: tuple[float, ...] | None = None  # step sizes as eta * kappa, each in (0, 1) (default: the preset's)
+    env: str | None = None  # part (b)'s env (default: the preset's: Pendulum-v1 quick, inverted_pendulum)
+    total_steps: int | None = None  # part (b)'s env steps per algorithm (default: the preset's)
 
 
 def check_args(args, cfg: dict, problem) -> None:
@@ -74,6 +85,16 @@ def check_args(args, cfg: dict, problem) -> None:
             check_step(problem, ek / problem.kappa)
         except ValueError:
             raise ValueError(f"--eta-kappa values must be in (0, 1), got {ek!r}") from None
+    if args.total_steps is not None and args.total_steps < 1:
+        raise ValueError(f"--total-steps must be >= 1, got {args.total_steps}")
+    preset = "quick" if args.quick else "full" if args.full else "default"
+    for env in (args.env,) if args.env else LEARNING[preset]["envs"]:
+        if env not in UNAVAILABLE_ENVS:
+            cfgs = learning_configs(preset, env, args.total_steps)
+            for c in cfgs.values():
+                c.validate()
+            if cfgs["sac"].make_env().action_spec.discrete:
+                raise ValueError(f"--env {env}: WPO and SAC need continuous actions")
 
 
 def within(fit: float, theory: float, rtol: float, atol: float = 0.0) -> bool:
@@ -232,26 +253,137 @@ def plot_lqr(path: str, out: dict, curves: dict) -> None:
     plt.close(fig)
 
 
-# ---- Part (b): learning curves (NOT YET BUILT) -------------------------------------------------
+# ---- Part (b): learning curves of WPO, SAC and PPO ----------------------------------------------
 
-def learning_curves(args, out: str) -> dict:
+# Per preset: the env (Brax on the positional backend; gymnax Pendulum-v1 in --quick, which
+# compiles in seconds), env steps per algorithm, and per-algorithm overrides of
+# rlx.algos.sac.SACConfig (WPO and SAC share the off-policy engine and its sizes) and of
+# rlx.algos.ppo's "default" preset. --full adds humanoid; its high-dimensional replica (the
+# WPO paper's 21/65/105-dim humanoids) needs an env rlx does not have yet: listed, not run.
+LEARNING = {
+    "quick": dict(envs=("Pendulum-v1",), steps={"wpo": 1_536, "sac": 1_536, "ppo": 4_096},
+                  off_policy=dict(num_envs=16, batch_size=32, grad_updates_per_step=2,
+                                  min_replay_size=256, max_replay_size=2_048, gamma=0.99,
+                                  reward_scaling=0.1, actor_layers=(32, 32),
+                                  critic_layers=(32, 32), num_evals=3, eval_envs=4,
+                                  episode_length=100),
+                  wpo=dict(num_samples=4), ppo=dict(num_envs=8, unroll_length=32,
+                                                    num_minibatches=2, update_epochs=2,
+                                                    num_evals=3, eval_envs=4,
+                                                    policy_layers=(16, 16), value_layers=(16, 16),
+                                                    episode_length=100)),
+    "default": dict(envs=("inverted_pendulum",),
+                    steps={"wpo": 40_960, "sac": 40_960, "ppo": 409_600},
+                    off_policy=dict(num_envs=64, batch_size=128, grad_updates_per_step=16,
+                                    min_replay_size=1_024, max_replay_size=65_536, gamma=0.97,
+                                    reward_scaling=10.0, actor_layers=(256, 256),
+                                    critic_layers=(256, 256), num_evals=11, eval_envs=32),
+                    wpo=dict(num_samples=20), ppo=dict(num_evals=11, eval_envs=32)),
+    "full": dict(envs=("inverted_pendulum", "humanoid", "humanoid_replica"),
+                 steps={"wpo": 1_000_000, "sac": 1_000_000, "ppo": 10_000_000},
+                 off_policy=dict(num_envs=128, batch_size=256, grad_updates_per_step=32,
+                                 min_replay_size=8_192, max_replay_size=1_048_576, n_step=5,
+                                 gamma=0.99, reward_scaling=1.0, actor_layers=(256, 256, 256),
+                                 critic_layers=(256, 256, 256), num_evals=21, eval_envs=64),
+                 wpo=dict(num_samples=20), ppo=dict(num_evals=21, eval_envs=64)),
+}
+ALGOS = ("wpo", "sac", "ppo")
+UNAVAILABLE_ENVS = {"humanoid_replica": "a humanoid replicated to 65/105 action dims (the WPO "
+                                        "paper's) is not in rlx.envs yet"}
+
+
+def learning_configs(preset: str, env: str, total_steps: int | None = None) -> dict:
+    """The three runs of one env: {"wpo": SACConfig, "sac": SACConfig, "ppo": PPOConfig}.
+    WPO runs the engine's "wpo" actor loss (`rlx.losses.wpo.engine_wpo`, Acme's KL settings,
+    no entropy) registered with this preset's sample count; `total_steps` overrides the steps."""
+    from rlx.algos import ppo, sac
+    from rlx.losses import wpo
+
+    p = LEARNING[preset]
+    steps = {a: total_steps or p["steps"][a] for a in ALGOS}
+    n = p["wpo"]["num_samples"]
+    name = "wpo" if n == wpo.WPOConfig().num_samples else f"wpo_n{n}"
+    if name not in sac.ACTOR_LOSSES:
+        sac.register_wpo(name, wpo.WPOConfig(num_samples=p["wpo"]["num_samples"]))
+    backend = dict(backend="positional")
+    off = dict(env=env, **backend, **p["off_policy"])
+    return {"wpo": sac.SACConfig(total_steps=steps["wpo"], actor_loss=name, **off),
+            "sac": sac.SACConfig(total_steps=steps["sac"], **off),
+            "ppo": ppo.PPOConfig(**{**ppo.PRESETS[ppo.preset_for(env)], "env": env, **backend,
+                                    "total_steps": steps["ppo"], **p["ppo"]})}
+
+
+def learning_curves(args, preset: str) -> tuple[dict, dict]:
     """Part (b) of issue 15, the summary's `learning` entry: learning curves of WPO (the
-    off-policy engine with `rlx.losses.wpo.wpo_loss` as its actor loss), SAC (the engine's
-    reference actor) and rlx PPO on Brax continuous control (CPU-sized; humanoid and a
-    high-dimensional replica in --full).
+    off-policy engine with the "wpo" actor loss), SAC (the engine's reference actor) and rlx
+    PPO (`rlx.algos.ppo`, its preset for the env), one seed each, on the preset's envs.
 
-    TODO(lead): fill in once the off-policy engine (rlx.algos.sac, rlx.replay) is merged. Until
-    then this returns a status entry and trains nothing.
-    """
-    return {"status": "not yet built",
-            "reason": "needs the off-policy engine (rlx.algos.sac) of issue 15; the WPO actor "
-                      "loss it will call is rlx.losses.wpo.wpo_loss"}
+    Returns (learning, curves): learning[env][algo] = {final_return, best_return, env_steps,
+    wall_s, ...} (for the first env also learning[algo] = the same entry, the summary's
+    `learning.<algo>`), curves[env][algo] = (env steps, eval returns)."""
+    import jax
+
+    from rlx import runner
+    from rlx.algos import ppo, sac
+
+    envs = (args.env,) if args.env else LEARNING[preset]["envs"]
+    learning, curves = {"envs": list(envs), "seed": args.seed}, {}
+    for env in envs:
+        if env in UNAVAILABLE_ENVS:
+            learning[env] = {"status": "not run", "reason": UNAVAILABLE_ENVS[env]}
+            continue
+        cfgs = learning_configs(preset, env, args.total_steps)
+        learning[env], curves[env] = {}, {}
+        for algo, cfg in cfgs.items():
+            trainer = (ppo if algo == "ppo" else sac).make_train(cfg)
+            res = runner.run(trainer, jax.random.PRNGKey(args.seed)[None], None,
+                             progress=not args.no_progress)
+            returns = [float(r) for r in res.eval["eval_return"][:, 0]]
+            learning[env][algo] = {
+                "final_return": returns[-1], "best_return": max(returns),
+                "env_steps": int(res.eval_steps[-1]), "wall_s": round(res.wall_s, 2),
+                "compile_s": round(res.compile_s or 0.0, 2), "eval_steps": list(map(int, res.eval_steps)),
+                "eval_returns": returns, "params_digest": runner.params_digest(res.state.params),
+                "config": dataclasses.asdict(cfg)}
+            curves[env][algo] = (np.asarray(res.eval_steps), np.asarray(returns))
+            print(f"{env} {algo}: final {returns[-1]:.1f}, best {max(returns):.1f}, "
+                  f"{res.eval_steps[-1]} steps, {res.wall_s:.0f}s")
+    first = next((e for e in envs if e in curves), None)
+    if first is not None:
+        learning.update({algo: learning[first][algo] for algo in ALGOS})
+    return learning, curves
+
+
+def plot_learning(path: str, curves: dict) -> None:
+    """Evaluation return against env steps, one panel per env, one line per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.2), squeeze=False)
+    for ax, (env, by_algo) in zip(axes[0], curves.items()):
+        for algo, (steps, returns) in by_algo.items():
+            ax.plot(steps, returns, marker="o", ms=3, label=algo.upper())
+        ax.set_xscale("symlog", linthresh=max(1.0, float(min(s[1] for s, _ in by_algo.values()))))
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ---- main --------------------------------------------------------------------------------------
 
-def metric_rows(curves: dict, lqr_curves: dict) -> list[dict]:
-    rows = []
+def metric_rows(curves: dict, lqr_curves: dict, learning_curves: dict | None = None) -> list[dict]:
+    rows = [{"kind": "learning", "env": env, "algo": algo, "point": i, "env_steps": int(st),
+             "eval_return": float(r)}
+            for env, by_algo in (learning_curves or {}).items()
+            for algo, (steps, returns) in by_algo.items()
+            for i, (st, r) in enumerate(zip(steps, returns))]
     for key, by_scheme in curves.items():
         for scheme, d in by_scheme.items():
             for k in range(len(d["kl"])):
@@ -288,7 +420,9 @@ def main(argv: list[str] | None = None) -> dict:
         entries, curves = contraction(problem, cfg, args.seed)
     contraction_s = time.time() - t0
     lqr, lqr_curves = lqr_check(cfg["lqr_iters"])
-    learning = learning_curves(args, args.out)
+    t1 = time.time()
+    learning, l_curves = learning_curves(args, preset)
+    learning["wall_s"] = round(time.time() - t1, 2)
     wall = time.time() - t0
 
     for key, e in entries.items():
@@ -305,7 +439,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "experiment": "wpg", "preset": preset,
         "env": f"single-state quadratic Q (d={problem.dim}) + entropy-regularised LQR",
-        "env_steps": 0, "wall_s": round(wall, 2), "contraction_s": round(contraction_s, 2),
+        "env_steps": sum(learning[a]["env_steps"] for a in ALGOS if a in learning),
+        "wall_s": round(wall, 2), "contraction_s": round(contraction_s, 2),
         "final_return": None, "params_digest": runner.params_digest(digest_tree),
         "problem": {**dataclasses.asdict(problem), "kappa": problem.kappa,
                     "m_star": problem.m_star, "v_star": problem.v_star},
@@ -318,7 +453,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not distributed.is_primary():
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)
-    logging.write_metrics(args.out, metric_rows(curves, lqr_curves))
+    logging.write_metrics(args.out, metric_rows(curves, lqr_curves, l_curves))
+    if l_curves:
+        plot_learning(f"{args.out}/learning.png", l_curves)
     plot_contraction(f"{args.out}/contraction.png", entries, curves)
     plot_lqr(f"{args.out}/lqr.png", lqr, lqr_curves)
     print(f"contraction done-bar met: {summary['done']['contraction']}; LQR: {summary['done']['lqr']}; "

@@ -20,7 +20,12 @@ The losses and their equations are `rlx.losses.sac`. Everything is a pure functi
 seeds and hyper-parameters (`SACHParams`), is sharded by `rlx.runner` and resumes
 bit-exactly from its checkpoints. The actor update is a hook: `ACTOR_LOSSES[name]` (config
 `actor_loss`, default "sac") or any function with `rlx.losses.sac.sac_actor_loss`'s
-signature passed to `make_train(..., actor_loss=fn)`.
+signature passed to `make_train(..., actor_loss=fn)`. A registered loss may keep its own
+state (`ActorExtra`: `SACState.extra`, handed to the loss as `ctx.extra` and updated after
+each actor step) and may turn the entropy off (`soft=False`: alpha = 0 in the critic targets,
+no temperature step). "wpo" (`rlx.losses.wpo.engine_wpo`, Acme's WPO defaults, 20 action
+samples) keeps a target actor, copied every 100 gradient steps, and the KL duals, and runs
+without entropy.
 
 Observations are normalised with the running statistics at use (the buffer keeps raw
 observations); evaluation runs the deterministic policy tanh(loc).
@@ -45,6 +50,7 @@ from rlx.envs import validate_env_name
 from rlx.envs.base import Env, EnvState
 from rlx.algos.onpolicy import episode_metrics
 from rlx.losses import n_step_window
+from rlx.losses import wpo as wpo_losses
 from rlx.losses.sac import (HEAD, ActorContext, critic_loss, sac_actor_loss, sample_actions,
                             soft_target, temperature_loss)
 from rlx.networks import ACTIVATIONS, MLP, ContinuousQ
@@ -57,6 +63,22 @@ Metrics = dict[str, jax.Array]
 # rlx.losses.sac. metrics may hold "log_prob" (mean log pi of its samples) for the temperature.
 ActorLoss = Callable[..., tuple[jax.Array, Metrics]]
 ACTOR_LOSSES: dict[str, ActorLoss] = {"sac": sac_actor_loss}
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorExtra:
+    """The state an actor loss keeps besides the actor (None: it keeps none).
+
+    init(actor_params, action_size) -> extra; update(extra, new actor params, the loss's
+    metrics, gradient step) -> extra, after each actor step. soft: whether the run keeps SAC's
+    entropy temperature (False: alpha = 0 in the critic targets, no temperature step)."""
+
+    init: Callable[[Any, int], Any]
+    update: Callable[[Any, Any, Metrics, jax.Array], Any]
+    soft: bool = True
+
+
+ACTOR_EXTRAS: dict[str, ActorExtra] = {}
 # XLA:CPU hands each plain matmul to its YNN dot library (2-D dots only: the fusions of
 # elementwise and reduce ops that rlx turns off globally, see rlx/__init__.py, stay off).
 # SAC's many small [batch, 256] x [256, 256] matmuls run ~1.3x faster; applied per program
@@ -64,9 +86,23 @@ ACTOR_LOSSES: dict[str, ActorLoss] = {"sac": sac_actor_loss}
 COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
-def register_actor_loss(name: str, fn: ActorLoss) -> None:
-    """Make `fn` selectable as `SACConfig(actor_loss=name)`."""
+def register_actor_loss(name: str, fn: ActorLoss, extra: ActorExtra | None = None) -> None:
+    """Make `fn` selectable as `SACConfig(actor_loss=name)` (with its state, if any)."""
     ACTOR_LOSSES[name] = fn
+    if extra is None:
+        ACTOR_EXTRAS.pop(name, None)
+    else:
+        ACTOR_EXTRAS[name] = extra
+
+
+def register_wpo(name: str = "wpo", config: wpo_losses.WPOConfig = wpo_losses.WPOConfig(),
+                 target_update_period: int = 100) -> None:
+    """Register WPO (`rlx.losses.wpo.engine_wpo`) with these settings under `name`."""
+    w = wpo_losses.engine_wpo(config, target_update_period)
+    register_actor_loss(name, w.loss, ActorExtra(w.init_extra, w.update_extra, soft=False))
+
+
+register_wpo()
 
 
 @struct.dataclass
@@ -181,6 +217,7 @@ class SACState:
     update: jax.Array  # updates (env steps of all envs) done so far
     grad_steps: jax.Array  # gradient steps done so far
     hparams: SACHParams
+    extra: Any = None  # the actor loss's own state (`ActorExtra`); None for SAC
 
 
 def polyak(target: Any, online: Any, tau: jax.Array | float) -> Any:
@@ -245,6 +282,8 @@ def make_train(config: SACConfig, env: Env | None = None, actor_loss: ActorLoss 
     env = env or config.make_env()
     nets = make_networks(config, env)
     actor_loss_fn = ACTOR_LOSSES[config.actor_loss] if actor_loss is None else actor_loss
+    extra_spec = ACTOR_EXTRAS.get(config.actor_loss) if actor_loss is None else None
+    soft = extra_spec is None or extra_spec.soft
     N, B, G, n = config.num_envs, config.batch_size, config.grad_updates_per_step, config.n_step
     rows = config.max_replay_size // N
     steps_per_update = N
@@ -271,15 +310,16 @@ def make_train(config: SACConfig, env: Env | None = None, actor_loss: ActorLoss 
                         env_state=reset(env, k_env, N),
                         buffer=replay.init(_item(env), N, rows), key=k_train, eval_key=k_eval,
                         update=jnp.zeros((), jnp.int32), grad_steps=jnp.zeros((), jnp.int32),
-                        hparams=hp)
+                        hparams=hp, extra=(None if extra_spec is None else
+                                           extra_spec.init(actor_params, nets.action_size)))
 
     def grad_step(hp: SACHParams, carry: tuple, xs: tuple) -> tuple[tuple, Metrics]:
         """One critic, actor, temperature and target step on one batch."""
-        params, opt_state, step = carry
+        params, opt_state, step, extra = carry
         mb, key = xs
         k_next, k_actor, k_alpha = jax.random.split(key, 3)
         txs = optimizers(hp)
-        alpha = jnp.exp(params["log_alpha"])
+        alpha = jnp.exp(params["log_alpha"]) if soft else jnp.zeros((), jnp.float32)
         # critic
         next_actions, next_log_prob = sample_actions(nets.actor(params["actor"], mb["next_obs"]),
                                                      k_next)
@@ -295,27 +335,34 @@ def make_train(config: SACConfig, env: Env | None = None, actor_loss: ActorLoss 
                                                opt_state["critic"], grads)
         # actor, against the updated critic
         q_fn = lambda o, a: jnp.min(nets.critic(critic, o, a), axis=0)  # noqa: E731
-        ctx = ActorContext(alpha=alpha, step=step)
+        ctx = ActorContext(alpha=alpha, step=step, extra=extra)
         (a_loss, a_metrics), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
             params["actor"], nets.actor, mb["obs"], k_actor, q_fn, ctx)
         actor, actor_opt, _ = optimizer_step(txs["actor"], params["actor"], opt_state["actor"],
                                              grads)
+        if extra_spec is not None:
+            extra = extra_spec.update(extra, actor, a_metrics, step)
         # temperature, from the (pre-step) policy's log-probabilities
         log_prob = a_metrics.get("log_prob")
         if log_prob is None:
             log_prob = sample_actions(nets.actor(params["actor"], mb["obs"]), k_alpha)[1]
-        target_entropy = hp.target_entropy_per_dim * nets.action_size
-        grads = jax.grad(temperature_loss)(params["log_alpha"], log_prob, target_entropy)
-        log_alpha, alpha_opt, _ = optimizer_step(txs["alpha"], params["log_alpha"],
-                                                 opt_state["alpha"], grads)
+        if soft:
+            target_entropy = hp.target_entropy_per_dim * nets.action_size
+            grads = jax.grad(temperature_loss)(params["log_alpha"], log_prob, target_entropy)
+            log_alpha, alpha_opt, _ = optimizer_step(txs["alpha"], params["log_alpha"],
+                                                     opt_state["alpha"], grads)
+        else:  # no entropy temperature: log_alpha stays, alpha reads 0
+            log_alpha, alpha_opt = params["log_alpha"], opt_state["alpha"]
         new_params = {"actor": actor, "critic": critic,
                       "target_critic": polyak(params["target_critic"], critic, hp.tau),
                       "log_alpha": log_alpha}
         new_opt = {"actor": actor_opt, "critic": critic_opt, "alpha": alpha_opt}
         metrics = {"critic_loss": c_loss, "actor_loss": a_loss, "q": q_mean,
-                   "entropy": -jnp.mean(log_prob), "alpha": jnp.exp(log_alpha),
-                   **{f"actor_{k}": v for k, v in a_metrics.items() if k != "log_prob"}}
-        return (new_params, new_opt, step + 1), metrics
+                   "entropy": -jnp.mean(log_prob),
+                   "alpha": jnp.exp(log_alpha) if soft else jnp.zeros((), jnp.float32),
+                   **{f"actor_{k}": v for k, v in a_metrics.items()
+                      if k != "log_prob" and not k.startswith("_")}}
+        return (new_params, new_opt, step + 1, extra), metrics
 
     def make_batches(stats: obs_norm.RunningStats, windows: dict, hp: SACHParams) -> dict:
         """Replay windows `[G*B, n, ...]` -> G batches of B n-step transitions (normalised)."""
@@ -346,21 +393,20 @@ def make_train(config: SACConfig, env: Env | None = None, actor_loss: ActorLoss 
         batches = make_batches(stats, replay.sample(buffer, k_sample, G * B, n), hp)
 
         def learn(operand):
-            params, opt_state, steps = operand
-            (params, opt_state, steps), m = jax.lax.scan(
-                lambda c, xs: grad_step(hp, c, xs), (params, opt_state, steps),
+            (params, opt_state, steps, extra), m = jax.lax.scan(
+                lambda c, xs: grad_step(hp, c, xs), operand,
                 (batches, jax.random.split(k_sgd, G)))
-            return (params, opt_state, steps), {k: v.mean() for k, v in m.items()}
+            return (params, opt_state, steps, extra), {k: v.mean() for k, v in m.items()}
 
-        operand = (state.params, state.opt_state, state.grad_steps)
+        operand = (state.params, state.opt_state, state.grad_steps, state.extra)
         shapes = jax.eval_shape(learn, operand)[1]
         ready = state.update + 1 >= warmup
-        (params, opt_state, grad_steps), metrics = jax.lax.cond(
+        (params, opt_state, grad_steps, extra), metrics = jax.lax.cond(
             ready, learn,
             lambda o: (o, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)), operand)
         state = state.replace(params=params, opt_state=opt_state, obs_stats=stats,
                               env_state=env_state, buffer=buffer, key=key,
-                              update=state.update + 1, grad_steps=grad_steps)
+                              update=state.update + 1, grad_steps=grad_steps, extra=extra)
         metrics.update(episode_metrics(traj))
         metrics["buffer_size"] = replay.size(buffer).astype(jnp.float32)
         report(on_update, state.update, metrics["episode_return"], state)
@@ -388,5 +434,6 @@ QUICK: dict = dict(total_steps=4_000, num_envs=16, batch_size=32, grad_updates_p
                    actor_layers=(32, 32), critic_layers=(32, 32), episode_length=100)
 
 
-__all__ = ["SACConfig", "SACHParams", "SACState", "ACTOR_LOSSES", "register_actor_loss",
+__all__ = ["SACConfig", "SACHParams", "SACState", "ACTOR_LOSSES", "ACTOR_EXTRAS", "ActorExtra",
+           "register_actor_loss", "register_wpo",
            "make_train", "make_networks", "Networks", "polyak", "QUICK"]

@@ -41,10 +41,13 @@ class ActorContext:
     """What an actor loss may use besides the policy and the critic.
 
     alpha: the entropy temperature (no gradient). step: gradient steps done so far.
+    extra: the actor loss's own state (`rlx.algos.sac.ActorExtra`; None for SAC), e.g. WPO's
+    target policy and KL duals.
     """
 
     alpha: jax.Array
     step: jax.Array
+    extra: Any = None
 
 
 def sample_actions(dist_params: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:

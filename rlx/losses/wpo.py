@@ -31,7 +31,8 @@ policy outputs (mean, log_std) [B, A]. Every function is pure; `wpo_loss` is the
 off-policy engine calls with (policy params, duals, target params) and differentiates with
 respect to the first two (`init_duals`, `clip_duals` for the duals' own optimiser);
 `sample_actions` and `action_gradients` build its actions and grad_a Q from the policy's
-output and a critic.
+output and a critic. `engine_wpo` wraps all of it as the actor update of the off-policy engine
+(`rlx.algos.sac`, `SACConfig(actor_loss="wpo")`).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ from typing import Any, Callable, Literal, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
+from rlx import distributions
 from rlx.losses.advantages import masked_mean
+from rlx.losses.sac import HEAD
+from rlx.optim import optimizer_step
 
 Params = Any
 PolicyFn = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]  # (params, obs [B, O]) -> (mean, log_std) [B, A]
@@ -296,6 +301,108 @@ def wpo_loss(params: Params, duals: Duals, target_params: Params, policy_fn: Pol
     return loss, stats
 
 
+# ---- (d) the off-policy engine's actor hook ----------------------------------------------------
+
+def tanh_gaussian_policy(apply_fn: Callable[[Params, jax.Array], jax.Array]) -> PolicyFn:
+    """(mean, log_std) of the pre-tanh Gaussian u ~ N(loc, scale^2) of a `tanh_gaussian` head
+    (`rlx.distributions.TanhGaussian`: a = tanh(u), scale = softplus(raw) + min_std)."""
+    def policy(params: Params, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        dist = distributions.make(HEAD, apply_fn(params, obs))
+        return dist.loc, jnp.log(dist.scale)
+
+    return policy
+
+
+class EngineWPO(NamedTuple):
+    """WPO as an actor update of the off-policy engine (`rlx.algos.sac`, config `actor_loss="wpo"`).
+
+    loss(actor_params, apply_fn, obs [B, O], key, q_fn, ctx) -> (loss, metrics): the hook;
+    init_extra(actor_params, action_size) -> extra; update_extra(extra, new actor params, the
+    loss's metrics, step) -> extra. extra = {"target_actor", "duals", "dual_opt"}.
+    """
+
+    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+    init_extra: Callable[[Params, int], Any]
+    update_extra: Callable[[Any, Params, dict[str, jax.Array], jax.Array], Any]
+
+
+def engine_wpo(config: WPOConfig = WPOConfig(), target_update_period: int = 100) -> EngineWPO:
+    """WPO's actor update for the engine's tanh-Gaussian actor and min-of-twins critic q_fn.
+
+    The Gaussian is the pre-tanh one (`tanh_gaussian_policy`): per state, N = config.num_samples
+    u_n ~ N(mu, sigma^2) of the *online* policy (no gradient), grad_u Q(s, tanh(u_n)) through
+    q_fn (the tanh Jacobian included: WPO on the Gaussian in u-space for the critic Q o tanh),
+    and `wpo_loss` (the practical sigma^2, sigma^2/2-rescaled loss plus the decoupled KL penalty
+    on mean and std towards the target policy). The target policy is a copy of the actor taken
+    every `target_update_period` gradient steps (Acme's 100). With config.dual_loss_scale > 0 the
+    duals take an Adam(dual_lr) step on L_dual each gradient step and are clipped
+    (`clip_duals`); with Acme's default 0 they stay at their initial values (a fixed penalty).
+
+    Entropy: none. Like Acme's WPO there is no entropy temperature; the engine runs this
+    update with alpha = 0 (plain, not soft, Q targets; no temperature step). The KL penalty on
+    the std is what keeps the policy from collapsing.
+    metrics: "log_prob" (log pi of the first sample, no gradient; the engine's entropy
+    readout), "q_pi", wpo_loss's stats, and "_kl_mean", "_kl_std" ([A] or [1] batch means,
+    consumed by update_extra; keys starting with "_" are not logged).
+    """
+    if target_update_period < 1:
+        raise ValueError(f"target_update_period must be >= 1, got {target_update_period!r}")
+    dual_tx = optax.adam(config.dual_lr)
+
+    def loss(actor_params: Params, apply_fn: Callable, obs: jax.Array, key: jax.Array,
+             q_fn: Callable[[jax.Array, jax.Array], jax.Array], ctx: Any
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        chex.assert_rank(obs, 2)
+        extra = ctx.extra
+        policy = tanh_gaussian_policy(apply_fn)
+        dist = distributions.make(HEAD, jax.lax.stop_gradient(apply_fn(actor_params, obs)))
+        u = sample_actions(key, dist.loc, jnp.log(dist.scale), config.num_samples)  # [B, N, A]
+        b, n, a = u.shape
+        obs_n = jnp.repeat(obs, n, axis=0)  # [B N, O], row b n <- state b
+
+        def q_sum(u_flat: jax.Array) -> jax.Array:
+            return jnp.sum(q_fn(obs_n, jnp.tanh(u_flat)))
+
+        q_value, q_grads = jax.value_and_grad(q_sum)(u.reshape(b * n, a))
+        q_grads = q_grads.reshape(b, n, a)
+        value, stats = wpo_loss(actor_params, extra["duals"], extra["target_actor"], policy, obs,
+                                u, q_grads, config)
+        t_mean, t_log_std = policy(extra["target_actor"], obs)
+        kl_mean, kl_std = decoupled_kl(dist.loc, dist.scale, t_mean, jnp.exp(t_log_std))
+        reduce = (lambda k: jnp.mean(k, 0)) if config.per_dim else (
+            lambda k: jnp.sum(jnp.mean(k, 0), keepdims=True))
+        metrics = {**stats, "log_prob": dist.log_prob(u[:, 0]).mean(),
+                   "q_pi": q_value / (b * n),
+                   "_kl_mean": reduce(kl_mean), "_kl_std": reduce(kl_std)}
+        return value, jax.lax.stop_gradient(metrics)
+
+    def init_extra(actor_params: Params, action_size: int) -> dict[str, Any]:
+        duals = init_duals(action_size, config)
+        return {"target_actor": actor_params, "duals": duals, "dual_opt": dual_tx.init(duals)}
+
+    def update_extra(extra: dict[str, Any], actor_params: Params, metrics: dict[str, jax.Array],
+                     step: jax.Array) -> dict[str, Any]:
+        copy = (step + 1) % target_update_period == 0
+        target = jax.tree.map(lambda new, old: jnp.where(copy, new, old), actor_params,
+                              extra["target_actor"])
+        duals, dual_opt = extra["duals"], extra["dual_opt"]
+        if config.dual_loss_scale > 0:
+            def dual_loss(d: Duals) -> jax.Array:
+                alpha = lambda x: jax.nn.softplus(x) + _ALPHA_EPS  # noqa: E731
+                dm = kl_penalty_and_dual_loss(metrics["_kl_mean"][None], alpha(d.log_alpha_mean),
+                                              config.epsilon_mean)[1]
+                ds = kl_penalty_and_dual_loss(metrics["_kl_std"][None], alpha(d.log_alpha_std),
+                                              config.epsilon_std)[1]
+                return config.dual_loss_scale * (dm + ds)
+
+            duals, dual_opt, _ = optimizer_step(dual_tx, duals, dual_opt, jax.grad(dual_loss)(duals))
+            duals = clip_duals(duals)
+        return {"target_actor": target, "duals": duals, "dual_opt": dual_opt}
+
+    return EngineWPO(loss, init_extra, update_extra)
+
+
 __all__ = ["sample_actions", "action_gradients", "squash", "gaussian_wpo_direction", "wpo_exact_direction", "natural_gradient_scaling",
            "wpo_surrogate", "gaussian_wpo_surrogate", "decoupled_kl", "kl_penalty_and_dual_loss",
-           "Duals", "WPOConfig", "init_duals", "clip_duals", "wpo_loss", "SQUASHES"]
+           "Duals", "WPOConfig", "init_duals", "clip_duals", "wpo_loss", "SQUASHES",
+           "tanh_gaussian_policy", "EngineWPO", "engine_wpo"]
