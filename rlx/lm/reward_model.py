@@ -11,7 +11,7 @@ real tokens, so the last real token is the completion's EOS (or its last token w
 none). Positions count real tokens and attention never sees padding keys, so the score does
 not depend on how much left padding a prompt has nor on anything after the last real token.
 
-Sizes: `RM_SIZES` are proxy presets spanning about two decades of parameters (about 1.1e3 to
+Sizes: `RM_SIZES` are proxy presets spanning about two decades of parameters (1.96: about 1.1e3 to
 1.0e5 at the 2-digit addition task's vocabulary 15 and context 12); `GOLD_SIZE` is four times
 the largest (about 4.0e5).
 
