@@ -174,7 +174,30 @@ def fit_linear_baseline(features: jax.Array, targets: jax.Array, reg: float | ja
     xm = features * m[:, None, None]
     gram = jnp.einsum("naf,nag->afg", xm, features) + reg * jnp.eye(F, dtype=features.dtype)
     rhs = jnp.einsum("naf,na->af", xm, targets)
-    return jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+    return jax.vmap(spd_solve)(gram, rhs)
+
+
+def spd_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+    """x = a^{-1} b for a symmetric positive definite a `[F, F]` and b `[F]`: a = L L^T by
+    Cholesky (each pivot floored at 1e-6 a_jj against float32 round-off), then L y = b and
+    L^T x = y, in plain JAX loops. Not `jnp.linalg.solve`: batched
+    LAPACK calls inside rlx's vmapped programs hang XLA:CPU in jaxlib 0.10.2 (all threads idle;
+    seen in experiments.factorized_baselines' learning curves)."""
+    chex.assert_rank([a, b], [2, 1])
+    F = a.shape[-1]
+    idx = jnp.arange(F)
+
+    def chol(j, L):
+        s = a[:, j] - L @ L[j]
+        d = jnp.sqrt(jnp.maximum(s[j], 1e-6 * a[j, j]))  # float32 round-off: a may be barely PD
+        return L.at[:, j].set(jnp.where(idx > j, s / d, jnp.where(idx == j, d, 0.0)))
+
+    L = jax.lax.fori_loop(0, F, chol, jnp.zeros_like(a))
+    y = jax.lax.fori_loop(0, F, lambda i, y: y.at[i].set((b[i] - L[i] @ y) / L[i, i]),
+                          jnp.zeros_like(b))
+    return jax.lax.fori_loop(
+        0, F, lambda k, x: x.at[F - 1 - k].set((y[F - 1 - k] - L[:, F - 1 - k] @ x)
+                                              / L[F - 1 - k, F - 1 - k]), jnp.zeros_like(b))
 
 
 def linear_baseline(weights: jax.Array, features: jax.Array) -> jax.Array:
@@ -266,5 +289,5 @@ def variance_decomposition(key: jax.Array, sample_state: Callable[[jax.Array], j
 
 
 __all__ = ["state_baseline_advantages", "factorised_advantages", "next_step_actions", "pg_loss",
-           "factorised_surrogate", "others", "linear_baseline_features", "fit_linear_baseline",
+           "factorised_surrogate", "others", "linear_baseline_features", "fit_linear_baseline", "spd_solve",
            "linear_baseline", "estimator_sample", "variance_decomposition"]
