@@ -9,23 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import disk_compile_cache  # noqa: F401  (fixture)
 from rlx import runner
 from rlx.algos import sac
 from rlx.losses import wpo
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """Speed only: the resume runs compile the same programs; cache them on disk."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    jax.config.update(names[2], 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+pytestmark = pytest.mark.usefixtures("disk_compile_cache")
 
 
 TINY = sac.SACConfig(env="Pendulum-v1", total_steps=4 * 8 * 8, num_envs=8, batch_size=16,
