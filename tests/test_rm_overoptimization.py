@@ -59,7 +59,7 @@ def test_answer_variants_spread_around_the_answer():
     assert np.all(np.diff(mask.astype(int), axis=1) <= 0)
     assert np.all((comp == EOS).sum(1) <= 1)
     g = np.asarray(ADD.graded_reward(p.problem, comp, mask))
-    # exact answers, near misses and far misses all occur (measured: 16% / ~45% / ~40%)
+    # exact answers, near misses and far misses all occur (measured: 15% / 47% / 38%)
     assert 0.08 < np.mean(g == 1) < 0.3
     assert np.mean((g > 0.3) & (g < 1)) > 0.2 and np.mean(g < 0.3) > 0.2
     with pytest.raises(ValueError, match="countdown task has no graded reward"):
@@ -70,7 +70,7 @@ def test_answer_variants_spread_around_the_answer():
 
 def test_regression_trainer_fits_a_task_signal_and_lr0_does_not():
     """A 1.4e4-parameter RM fitted to graded correctness on answer variants: its held-out MSE
-    falls well below the targets' variance (measured ~0.35 of it after 300 steps); lr 0 (the
+X
     broken trainer) keeps the random init's error, above the variance."""
     c = rm.rm_config("m", ADD.vocab.size, ADD.prompt_length + ADD.completion_length)
     p = ADD.prompts(jax.random.PRNGKey(5), 512, "train")
