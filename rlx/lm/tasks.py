@@ -389,16 +389,8 @@ class AdditionTask(Task):
         return tokens, jnp.ones_like(tokens, bool)
 
     def _reward(self, problem, completion, mask):
-        W = self.digits + 1
-        s = problem[:, 0] + problem[:, 1]
-        want, want_keep = _render_number(s, W)
-        want = _compact(want, want_keep)  # the sum's digits, front-aligned
-        n_want = jnp.sum(want_keep, axis=-1)
-        is_eos = (completion == EOS) & mask
-        has_eos = jnp.any(is_eos, axis=-1)
-        before = mask & (jnp.cumsum(is_eos, axis=-1) == 0)
-        body = before & (completion < self.distractor_start)
-        rank = jnp.cumsum(body, axis=-1) - 1
+        want, n_want, body, rank, has_eos = self._answer_body(problem, completion, mask)
+        W = want.shape[1]
         expected = jnp.take_along_axis(want, jnp.clip(rank, 0, W - 1), axis=-1)
         good = (rank < W) & (completion == expected)
         return has_eos & jnp.all(good | ~body, axis=-1) & (jnp.sum(body, axis=-1) == n_want)
