@@ -87,6 +87,26 @@ def _optimizer(train_config: RMTrainConfig) -> optax.GradientTransformation:
                        optax.scale(-train_config.lr))
 
 
+def _fit(rm_config: rm.RMConfig, train_config: RMTrainConfig, key: jax.Array,
+         step_loss: Callable[[Params, jax.Array], tuple[jax.Array, Any]]):
+    """A fresh `rm_init(rm_config, k_init)` after `train_config.steps` optimiser steps, step j
+    minimising `step_loss(params, k_j) -> (loss, aux)` (one `lax.scan`). Returns (params,
+    (losses [steps], aux [steps, ...])); the optimiser is `_optimizer(train_config)`."""
+    tx = _optimizer(train_config)
+    k_init, k_steps = jax.random.split(key)
+    params = rm.rm_init(rm_config, k_init)
+
+    def step(carry, k):
+        params, opt_state = carry
+        (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(params, k)
+        params, opt_state, _ = optimizer_step(tx, params, opt_state, grads)
+        return (params, opt_state), (loss, aux)
+
+    (params, _), out = jax.lax.scan(step, (params, tx.init(params)),
+                                    jax.random.split(k_steps, train_config.steps))
+    return params, out
+
+
 def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
     """`train(key, chosen_tokens [N,L], chosen_mask, rejected_tokens, rejected_mask, n_used)
     -> (params, {"loss": [steps], "accuracy": [steps]})`: Bradley-Terry training of a fresh
@@ -96,7 +116,6 @@ def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
     rm_config.validate()
     train_config.validate()
     B = train_config.batch_size
-    tx = _optimizer(train_config)
 
     def loss_fn(params, ct, cm, rt, rmask):
         c, r = _pair_scores(params, rm_config, ct, cm, rt, rmask)
@@ -106,20 +125,13 @@ def make_rm_train(rm_config: rm.RMConfig, train_config: RMTrainConfig):
         _check_pairs(chosen_tokens, chosen_mask, rejected_tokens, rejected_mask)
         N = chosen_tokens.shape[0]
         n = jnp.clip(jnp.asarray(n_used, jnp.int32), 1, N)
-        k_init, k_steps = jax.random.split(key)
-        params = rm.rm_init(rm_config, k_init)
 
-        def step(carry, k):
-            params, opt_state = carry
+        def step_loss(params, k):
             idx = jax.random.randint(k, (B,), 0, n)
-            (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                params, chosen_tokens[idx], chosen_mask[idx], rejected_tokens[idx],
-                rejected_mask[idx])
-            params, opt_state, _ = optimizer_step(tx, params, opt_state, grads)
-            return (params, opt_state), (loss, acc)
+            return loss_fn(params, chosen_tokens[idx], chosen_mask[idx], rejected_tokens[idx],
+                           rejected_mask[idx])
 
-        (params, _), (losses, accs) = jax.lax.scan(step, (params, tx.init(params)),
-                                                   jax.random.split(k_steps, train_config.steps))
+        params, (losses, accs) = _fit(rm_config, train_config, key, step_loss)
         return params, {"loss": losses, "accuracy": accs}
 
     return train
@@ -136,25 +148,15 @@ def make_regression_train(rm_config: rm.RMConfig, train_config: RMTrainConfig,
     optimiser is `make_rm_train`'s). How a gold reward model learns a task signal."""
     rm_config.validate()
     train_config.validate()
-    tx = _optimizer(train_config)
 
-    def loss_fn(params, tokens, mask, targets):
-        return jnp.mean((rm.rm_score(params, rm_config, tokens, mask) - targets) ** 2)
+    def step_loss(params, k):
+        tokens, mask, targets = sample_batch(k)
+        chex.assert_rank([tokens, mask, targets], [2, 2, 1])
+        scores = rm.rm_score(params, rm_config, tokens, mask)
+        return jnp.mean((scores - targets) ** 2), ()
 
     def train(key):
-        k_init, k_steps = jax.random.split(key)
-        params = rm.rm_init(rm_config, k_init)
-
-        def step(carry, k):
-            params, opt_state = carry
-            tokens, mask, targets = sample_batch(k)
-            chex.assert_rank([tokens, mask, targets], [2, 2, 1])
-            loss, grads = jax.value_and_grad(loss_fn)(params, tokens, mask, targets)
-            params, opt_state, _ = optimizer_step(tx, params, opt_state, grads)
-            return (params, opt_state), loss
-
-        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)),
-                                           jax.random.split(k_steps, train_config.steps))
+        params, (losses, _) = _fit(rm_config, train_config, key, step_loss)
         return params, {"loss": losses}
 
     return train
