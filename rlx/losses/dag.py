@@ -121,13 +121,20 @@ def path_counts(rollouts: Rollouts) -> jax.Array:
     return jax.vmap(one)(tail, head, valid)
 
 
+def edge_sums(ids: jax.Array, x: jax.Array, num: int) -> jax.Array:
+    """[P,num]: out[p, j] = sum of x[p, ...] over the entries with ids[p, ...] == j (ids < 0 are
+    dropped); ids and x [P, ...] of one shape (a per-prompt segment sum)."""
+    P = ids.shape[0]
+    ids = ids.reshape(P, -1)
+    flat = jnp.where(ids >= 0, ids + num * jnp.arange(P)[:, None], P * num).reshape(-1)
+    out = jax.ops.segment_sum(x.reshape(-1), flat, num_segments=P * num + 1)
+    return out[:P * num].reshape(P, num)
+
+
 def edge_counted(rollouts: Rollouts) -> jax.Array:
     """[P,E] int32: tokens of each edge counted against the budget (generated before it ran out)."""
-    E = rollouts.edge_tail.shape[-1]
-    P = rollouts.edge_tail.shape[0]
-    ids = jnp.where(rollouts.counted, rollouts.edge_of_token, -1).reshape(P, -1)
-    return jax.vmap(lambda i: jnp.sum(i[:, None] == jnp.arange(E)[None], axis=0))(ids).astype(
-        jnp.int32)
+    return edge_sums(rollouts.edge_of_token, rollouts.counted.astype(jnp.int32),
+                     rollouts.edge_tail.shape[-1])
 
 
 def merge_saved_frac(rollouts: Rollouts) -> jax.Array:
