@@ -154,6 +154,8 @@ def test_experiment_quick_and_resume(tmp_path, capsys):
         assert k in s
     r = s["variance_ratio_by_dim"]["4"]
     assert r["ci95"][0] <= r["ratio"] <= r["ci95"][1] and r["ratio"] > 0
+    o = s["oracle_variance_ratio_by_dim"]["4"]
+    assert o["ratio"] > 0 and o["one_step"]["sigma_tau"] == 0.0 and o["horizon"] == 50
     lqg = s["decomposition"]["lqg"]
     for name in ("none", "state", "factorised"):
         assert {"sigma_tau", "sigma_a", "sigma_s"} <= set(lqg[name])
