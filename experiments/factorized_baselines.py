@@ -11,6 +11,11 @@ LQG and a Brax task, and learning curves per baseline.
    Var[g] (trace over the policy's parameters) of each estimator over independent batches
    (same batches for both: paired); ratio = state / factorised, 95% CI by paired bootstrap
    over batches, per seed and pooled.
+   oracle_variance_ratio_by_dim: the same ratio with the *optimal* baselines at the same
+   initial policies, by Monte Carlo from saved env states (V(s) and b_i(s, a_-i) = E_{a_i} Q,
+   independent continuations, debiased for their MC noise; single-sample estimator with the
+   Monte-Carlo return G), with Sigma_tau's share, at the task's horizon and (`one_step`) on
+   the same task cut to one step (Sigma_tau = 0).
 2. decomposition.lqg: Tucker's point mass (their constants, policy variance 1e-4) at step
    `--lqg-t`: Sigma_tau, Sigma_a, Sigma_s (traces) per baseline (exact baselines, exact Q).
 3. decomposition.<brax env>: the same at the final policy of the Brax run, by resetting the
@@ -33,12 +38,12 @@ from experiments import common
 
 DEFAULT = dict(ks=(1, 6, 25), fit_updates=150, batches=32, var_seeds=2, lqg_samples=(64, 16, 8),
                curve_k=6, curve_steps=400_000, brax_steps=300_000, brax_horizon=50,
-               brax_samples=(16, 8, 4), brax_mc=8)
+               brax_samples=(16, 8, 4), brax_mc=8, oracle_samples=1024, oracle_mc=8)
 QUICK = dict(ks=(2,), fit_updates=3, batches=4, var_seeds=1, lqg_samples=(8, 4, 2), curve_k=3,
              curve_steps=3 * 8 * 50, brax_steps=3 * 8 * 20, brax_horizon=5,
-             brax_samples=(4, 2, 2), brax_mc=2)
+             brax_samples=(4, 2, 2), brax_mc=2, oracle_samples=16, oracle_mc=2)
 FULL = dict(ks=(6, 50, 200, 500), fit_updates=400, batches=64, var_seeds=4, curve_steps=2_000_000,
-            brax_steps=5_000_000, brax_samples=(64, 16, 8), brax_mc=32)
+            brax_steps=5_000_000, brax_samples=(64, 16, 8), brax_mc=32, oracle_samples=4096)
 SYNTH = dict(num_envs=32, unroll_length=50, lr=3e-3, reward_scaling=0.01, max_grad_norm=10.0,
              policy_layers=(64, 64), value_layers=(64, 64), num_evals=6, eval_envs=16)
 SYNTH_QUICK = dict(num_envs=8, policy_layers=(16,), value_layers=(16,), num_evals=2, eval_envs=4)
@@ -154,6 +159,69 @@ def variance_by_dim(p: dict, synth: dict, seed: int) -> dict:
         print(f"[variance] A = {2 * k}: state / factorised = {pooled:.4f} "
               f"(95% CI {out[str(2 * k)]['ci95'][0]:.4f}-{out[str(2 * k)]['ci95'][1]:.4f}); "
               f"state / none = {out[str(2 * k)]['state_over_none']:.3f}")
+    return out
+
+
+def _ratio_ci(u_num: list, u_den: list, rng, reps: int = 1000) -> tuple[float, list]:
+    """sum u_num / sum u_den pooled over seeds, 95% CI by paired bootstrap over samples."""
+    ratio = sum(u.sum() for u in u_num) / sum(u.sum() for u in u_den)
+    boot = []
+    for _ in range(reps):
+        idx = [rng.integers(0, len(u), len(u)) for u in u_num]
+        boot.append(sum(u[i].sum() for u, i in zip(u_num, idx))
+                    / sum(u[i].sum() for u, i in zip(u_den, idx)))
+    return float(ratio), np.percentile(boot, [2.5, 97.5]).tolist()
+
+
+def oracle_by_dim(p: dict, synth: dict, seed: int) -> dict:
+    """oracle_variance_ratio_by_dim: {A: ratio and CI with the Monte-Carlo optimal baselines,
+    variances, Sigma_tau's share, and the same on the one-step task}."""
+    import jax
+
+    from rlx.algos import factorised as fa
+    from rlx.envs import MultiactionPointEnv
+
+    out = {}
+    rng = np.random.default_rng(seed + 7)
+    n, mc = p["oracle_samples"], p["oracle_mc"]
+    for k in p["ks"]:
+        A = 2 * k
+        cfg = fa.FactorisedConfig(env=f"multiaction_point_k{k}", baselines=("none", "state"),
+                                  baseline="state", **synth)
+        res = {}
+        for name, horizon in (("task", None), ("one_step", 1)):
+            env = MultiactionPointEnv(k=k, observe_time=True,
+                                      **({"horizon": horizon} if horizon else {}))
+            trainer = fa.make_train(cfg, env)
+            u = {b: [] for b in ("none", "state", "factorised", "tau")}
+            for s in range(p["var_seeds"]):  # the initial policies of variance_by_dim
+                k_init, _ = jax.random.split(jax.random.PRNGKey(1000 * seed + s))
+                params = trainer.init(k_init, cfg.hparams("state")).params
+                g = jax.jit(lambda key, params=params, env=env: fa.oracle_estimator_samples(
+                    cfg, env, params, key, n, mc, chunk=max(1, min(64, 32768 // (A * mc)))))(
+                    jax.random.PRNGKey(1000 * seed + s + 500))
+                u["none"].append(fa.cross_trace_variance(g["none"], g["none"]))
+                u["state"].append(fa.cross_trace_variance(*g["state"]))
+                u["factorised"].append(fa.cross_trace_variance(*g["factorised"]))
+                u["tau"].append((g["tau"] ** 2).sum(-1) * (n - 1) / n)
+                u = {b: [np.asarray(x, np.float64) for x in v] for b, v in u.items()}
+            ratio, ci = _ratio_ci(u["state"], u["factorised"], rng)
+            var = {b: float(np.mean([x.sum() / (n - 1) for x in v])) for b, v in u.items()}
+            res[name] = {"ratio": ratio, "ci95": ci,
+                         "ratio_per_seed": [float(a.sum() / b.sum())
+                                            for a, b in zip(u["state"], u["factorised"])],
+                         "variance": {b: var[b] for b in ("none", "state", "factorised")},
+                         "sigma_tau": var["tau"],
+                         "sigma_tau_over_factorised": var["tau"] / var["factorised"],
+                         "state_over_none": var["state"] / var["none"],
+                         "horizon": env.max_episode_steps}
+        out[str(A)] = {"k": k, **res["task"], "one_step": res["one_step"],
+                       "samples": n, "mc_samples": mc}
+        print(f"[oracle] A = {A}: state / factorised = {res['task']['ratio']:.4f} (95% CI "
+              f"{res['task']['ci95'][0]:.4f}-{res['task']['ci95'][1]:.4f}); Sigma_tau / Var[fact] "
+              f"{res['task']['sigma_tau_over_factorised']:.3f}; one-step task: "
+              f"{res['one_step']['ratio']:.3f} ({res['one_step']['ci95'][0]:.3f}-"
+              f"{res['one_step']['ci95'][1]:.3f})")
     return out
 
 
@@ -278,9 +346,13 @@ def main(argv: list[str] | None = None) -> dict:
     def stage(name):
         stages[name] = round(time.time() - t0 - sum(stages.values()), 1)
 
-    var, reused_v = _cached(out / "variance.json", {"p": p, "synth": synth, "seed": args.seed},
+    p_var = {k_: v for k_, v in p.items() if not k_.startswith("oracle")}
+    var, reused_v = _cached(out / "variance.json", {"p": p_var, "synth": synth, "seed": args.seed},
                             lambda: variance_by_dim(p, synth, args.seed))
     stage("variance")
+    oracle, _ = _cached(out / "oracle.json", {"p": p, "synth": synth, "seed": args.seed},
+                        lambda: oracle_by_dim(p, synth, args.seed))
+    stage("oracle")
     lqg_dec, _ = _cached(out / "lqg.json", {"p": p["lqg_samples"], "t": args.lqg_t,
                                             "seed": args.seed},
                          lambda: lqg_decomposition(p, args.lqg_t, args.seed))
@@ -345,6 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
         "final_return_is": "synthetic task, factorised baseline, mean over seeds",
         "params_digest": ",".join(digests), "seeds": seeds, "stage_s": stages,
         "variance_ratio_by_dim": var, "variance_reused": reused_v,
+        "oracle_variance_ratio_by_dim": oracle,
         "decomposition": decomposition, "curves": curve, "paper_claims": PAPER_CLAIMS,
         "settings": {k_: list(v) if isinstance(v, tuple) else v for k_, v in p.items()},
         "config": {"synthetic": dataclasses.asdict(s_cfg),
@@ -356,12 +429,12 @@ def main(argv: list[str] | None = None) -> dict:
     logging.write_metrics(out, rows)
     logging.plot_panels(out / "learning_curves.png", panels, "env steps per member",
                         "eval return (deterministic)")
-    _plot_variance(out, var, decomposition)
+    _plot_variance(out, var, decomposition, oracle)
     print(f"done in {wall:.0f}s; outputs in {out}")
     return summary
 
 
-def _plot_variance(out: Path, var: dict, decomposition: dict) -> None:
+def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,7 +445,19 @@ def _plot_variance(out: Path, var: dict, decomposition: dict) -> None:
     x = [int(a) for a in dims]
     r = np.array([var[a]["ratio"] for a in dims])
     ci = np.array([var[a]["ci95"] for a in dims]).T
-    axes[0].errorbar(x, r, yerr=[r - ci[0], ci[1] - r], marker="o", capsize=3)
+    axes[0].errorbar(x, r, yerr=[r - ci[0], ci[1] - r], marker="o", capsize=3,
+                     label="learned baselines (GAE)")
+    for key, label in (("task", "optimal baselines (MC)"), ("one_step", "optimal, one-step task")):
+        if not oracle:
+            break
+        o = [oracle[a] if key == "task" else oracle[a]["one_step"] for a in dims]
+        r_o = np.array([d["ratio"] for d in o])
+        ci_o = np.array([d["ci95"] for d in o]).T
+        axes[0].errorbar(x, r_o, yerr=[r_o - ci_o[0], ci_o[1] - r_o], marker="s", capsize=3,
+                         label=label)
+    if oracle:
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=7)
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xscale="log", xlabel="action dimension A = d k",
                 ylabel="Var[state] / Var[factorised]", title="multiaction_point (95% CI)")

@@ -27,6 +27,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -335,7 +336,8 @@ def make_estimator(config: FactorisedConfig, env: Env | None = None
 
 __all__ = ["BASELINES", "FactorisedHParams", "FactorisedConfig", "episode_time", "make_engine",
            "make_train", "make_estimator", "estimator_samples",
-           "env_decomposition_fns", "policy_mean_std"]
+           "env_decomposition_fns", "policy_mean_std", "oracle_estimator_samples",
+           "cross_trace_variance"]
 
 
 def estimator_samples(config: FactorisedConfig, key: jax.Array, fit_updates: int, batches: int,
@@ -452,3 +454,101 @@ def policy_mean_std(config: FactorisedConfig, env: Env, params: Any, obs_stats: 
         return jnp.split(ac.apply(params["ac"], o)[0], 2, axis=-1)[0]
 
     return mean_fn, jnp.exp(params["ac"]["params"]["log_std"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The best possible baselines, by Monte Carlo from saved env states
+
+
+def oracle_estimator_samples(config: FactorisedConfig, env: Env, params: Any, key: jax.Array,
+                             num_samples: int, mc_samples: int, obs_stats: Any = None,
+                             chunk: int = 64) -> dict[str, jax.Array]:
+    """Single-sample policy-gradient estimates (flattened gradient w.r.t. the policy's
+    parameters, as `make_estimator`) with the *optimal* baselines, estimated by Monte Carlo
+    from saved env states (`params`: an `EngineState.params`; the policy is a ~ N(mean(s),
+    std^2), the env sees clip(a, -1, 1)):
+
+        s ~ the on-policy state distribution (`num_samples` envs rolled out from reset for
+            one episode length, one uniformly random step of each: i.i.d. samples),
+        a ~ pi(.|s),   G = sum_l gamma^l r_l from (s, a), then the policy, to the episode end,
+        g_b = sum_i grad log pi_i(a_i|s) (G - b_i)   with
+        none        b_i = 0
+        state       b_i = V(s)          = mean of G over `mc_samples / 2` fresh actions
+        factorised  b_i = b_i(s, a_-i)  = mean of G over `mc_samples / 2` draws of a_i (a_-i
+                                          kept), i.e. E_{a_i}[Q(s, a)]
+        tau         sum_i grad log pi_i(a_i|s) (G - G') / sqrt(2), G' a second continuation
+                    of the same (s, a): E ||g_tau||^2 = Sigma_tau (trace; Tucker et al.).
+
+    Each baseline is estimated twice from independent continuations (`[2, n, P]`): the MC
+    noise of the two is independent and zero-mean given (s, a), so `cross_trace_variance` of
+    the pair is an unbiased estimate of the variance with the exact E[G | ...] baseline.
+    Every continuation is an independent rollout from the saved env state (a pytree), all
+    vmapped (`chunk` samples at a time). Returns {"none": [n, P], "state": [2, n, P],
+    "factorised": [2, n, P], "tau": [n, P]}.
+    """
+    if num_samples < 2 or mc_samples < 2 or mc_samples % 2:
+        raise ValueError(f"oracle_estimator_samples needs num_samples >= 2 and an even "
+                         f"mc_samples >= 2, got {num_samples}, {mc_samples}")
+    from rlx.rollout import reset
+
+    mean_fn, std = policy_mean_std(config, env, params, obs_stats)
+    ac, _ = _networks(config, env)
+    A, H, n, half = env.action_spec.size, env.max_episode_steps, num_samples, mc_samples // 2
+    k_reset, k_roll, k_t, k_fns, k_samples = jax.random.split(key, 5)
+
+    def body(st, k):
+        a = mean_fn(st.obs) + std * jax.random.normal(k, (n, A))
+        return jax.vmap(env.step)(st, jnp.clip(a, -1.0, 1.0))[0], st
+
+    _, visited = jax.lax.scan(body, reset(env, k_reset, n), jax.random.split(k_roll, H))
+    t = jax.random.randint(k_t, (n,), 0, H)
+    states = jax.tree.map(lambda x: x[t, jnp.arange(n)], visited)
+    fns, _ = env_decomposition_fns(env, mean_fn, std, states, H, config.gamma, 1, k_fns)
+    sample_action, sample_return = fns["sample_action"], fns["sample_return"]
+
+    policy = {k: v for k, v in params["ac"]["params"].items() if k != "value"}
+
+    def log_prob(pp, obs, a):
+        o = obs_norm.normalize(obs_stats, obs) if config.normalize_observations else obs
+        dist_params, _ = ac.apply({"params": {**params["ac"]["params"], **pp}}, o[None])
+        return distributions.make("gaussian", dist_params).log_prob_per_dim(a[None])[0]
+
+    def one(x):
+        s, k = x
+        k_a, k_g, k_v, k_b = jax.random.split(k, 4)
+        a = sample_action(k_a, s)
+        G = jax.vmap(lambda kk: sample_return(kk, s, a))(jax.random.split(k_g, 2))
+
+        def fresh(kk):  # one draw of V(s)
+            k1, k2 = jax.random.split(kk)
+            return sample_return(k2, s, sample_action(k1, s))
+
+        def resample_i(i, kk):  # one draw of b_i(s, a_-i)
+            k1, k2 = jax.random.split(kk)
+            return sample_return(k2, s, a.at[i].set(sample_action(k1, s)[i]))
+
+        V = jax.vmap(fresh)(jax.random.split(k_v, mc_samples)).reshape(2, half).mean(-1)
+        B = jax.vmap(lambda i, kk: jax.vmap(lambda k3: resample_i(i, k3))(
+            jax.random.split(kk, mc_samples)))(jnp.arange(A), jax.random.split(k_b, A))
+        B = B.reshape(A, 2, half).mean(-1).T                                        # [2, A]
+        ones = jnp.ones((A,))
+        cot = jnp.stack([G[0] * ones, (G[0] - V[0]) * ones, (G[0] - V[1]) * ones,
+                         G[0] - B[0], G[0] - B[1], (G[0] - G[1]) / jnp.sqrt(2.0) * ones])
+        _, vjp = jax.vjp(lambda pp: log_prob(pp, s.obs, a), policy)
+        return jax.vmap(lambda c: jnp.concatenate(
+            [x.ravel() for x in jax.tree.leaves(vjp(c)[0])]))(cot)                  # [6, P]
+
+    g = jax.lax.map(one, (states, jax.random.split(k_samples, n)), batch_size=chunk)
+    return {"none": g[:, 0], "state": jnp.stack([g[:, 1], g[:, 2]]),
+            "factorised": jnp.stack([g[:, 3], g[:, 4]]), "tau": g[:, 5]}
+
+
+def cross_trace_variance(g1: jax.Array, g2: jax.Array) -> jax.Array:
+    """Per-sample terms u_j `[n]` of the trace covariance of two estimates `[n, P]` of the
+    same estimator whose noises are independent and zero-mean given the sample:
+
+        tr Cov = sum_j u_j / (n - 1),   u_j = <g1_j - mean g1, g2_j - mean g2>
+
+    (unbiased for the noise-free estimator's trace variance; g1 = g2 gives the usual one)."""
+    chex.assert_equal_shape([g1, g2])
+    return jnp.sum((g1 - g1.mean(0)) * (g2 - g2.mean(0)), axis=-1)
