@@ -1,7 +1,7 @@
 """Wasserstein policy gradients: the geometric contraction of the WPG flow made visible
 (Zhu, Gao & Li 2026), and WPO's learning curves beside SAC's and PPO's.
 
-    python -m experiments.wpg --out runs/wpg            # CPU default (about 7 minutes on 2 shared cores)
+    python -m experiments.wpg --out runs/wpg            # CPU default (about 10 minutes on 2 shared cores)
     python -m experiments.wpg --out runs/wpg --quick    # about 1 minute smoke run (the test's)
     python -m experiments.wpg --out runs/wpg --full     # more particles, one more step size; humanoid, humanoid_x5
 
