@@ -1,9 +1,9 @@
 """Wasserstein policy gradients: the geometric contraction of the WPG flow made visible
 (Zhu, Gao & Li 2026), and WPO's learning curves beside SAC's and PPO's.
 
-    python -m experiments.wpg --out runs/wpg            # CPU default (about 7 minutes on 2 shared cores)
+    python -m experiments.wpg --out runs/wpg            # CPU default (about 10 minutes on 2 shared cores)
     python -m experiments.wpg --out runs/wpg --quick    # about 1 minute smoke run (the test's)
-    python -m experiments.wpg --out runs/wpg --full     # more particles, one more step size
+    python -m experiments.wpg --out runs/wpg --full     # more particles, one more step size; humanoid, humanoid_x5
 
 Part (a), the contraction figure (`rlx.wpg_flow`, float64 statistics): one state, Q(a) =
 -(c/2)|a - a*|^2 - (beta/2)|a|^2, kappa = c + beta, optimum pi* = N(c a*/kappa, tau/kappa I).
@@ -19,18 +19,24 @@ rate the linearisation predicts (1 - eta lambda_min(M_aa*) for the gain).
 
 Part (b), learning curves (`learning_curves`, one seed each): WPO (the off-policy engine of
 `rlx.algos.sac` with its "wpo" actor loss: Acme's practical WPO loss on N action samples with
-the decoupled KL to a target actor, no entropy), SAC (the same engine, its own actor loss) and
+the decoupled KL to a target actor, no entropy), MPO (the same engine with its "mpo" actor loss,
+`rlx.losses.mpo`: E-step weights on N samples of the target actor, decoupled M-step with learned
+KL duals; the reference WPO is measured against), SAC (the same engine, its own actor loss) and
 rlx PPO (`rlx.algos.ppo`, its preset for the env) on Brax inverted_pendulum (positional
-backend; WPO and SAC 40,960 env steps each with 64 envs, batch 128, 16 gradient steps per
+backend; WPO, MPO and SAC 40,960 env steps each with 64 envs, batch 128, 16 gradient steps per
 env step of all envs; PPO 409,600 steps of its "default" preset); --quick on gymnax
-Pendulum-v1 with tiny sizes; --full adds humanoid (1M off-policy, 10M PPO steps) and lists
-the high-dimensional humanoid replica as not run (no such env in rlx yet). `--env`,
-`--total-steps` override part (b)'s env and steps.
+Pendulum-v1 with tiny sizes; --full adds humanoid (17 action dims) and `humanoid_x5`, five
+humanoids side by side as one env of 85 action dims (`rlx.envs.replica`; the WPO paper's
+high-dimensional replicas), 1M off-policy and 10M PPO steps each. `--env`, `--total-steps`
+override part (b)'s env and steps. `--dims` (not in the default) adds WPO against MPO on
+Pendulum-v1_x1 and Pendulum-v1_x4 (K pendulums in lockstep: K action dims, the same task per
+copy; --full adds _x16): whether WPO's lead grows with the action dimension, at CPU size.
 
 Writes summary.json (`contraction.<eta>.{rate_fit, rate_theory, floor_fit, floor_theory}` for
 the particles, with `ula_law` and `gaussian_flow` entries of the same shape; `lqr`; `done`;
 `learning.<algo>.{final_return, best_return, env_steps, wall_s, eval_steps, eval_returns}` and
-`learning.<env>.<algo>` per env), metrics.csv + TensorBoard events (every curve),
+`learning.<env>.<algo>` per env; with --dims `dims.runs.<env_xK>.{action_dims, wpo, mpo,
+wpo_minus_mpo_final}`), metrics.csv + TensorBoard events (every curve),
 contraction.png, lqr.png and learning.png to --out. Nothing
 to resume: the run is short and deterministic for a given --seed.
 """
@@ -70,6 +76,7 @@ class Args:
     eta_kappa: tuple[float, ...] | None = None  # step sizes as eta * kappa, each in (0, 1) (default: the preset's)
     env: str | None = None  # part (b)'s env (default: the preset's: Pendulum-v1 quick, inverted_pendulum)
     total_steps: int | None = None  # part (b)'s env steps per algorithm (default: the preset's)
+    dims: bool = False  # also WPO vs MPO on Pendulum-v1_x1 and _x4 (K copies: K action dims)
 
 
 def check_args(args, cfg: dict, problem) -> None:
@@ -95,6 +102,10 @@ def check_args(args, cfg: dict, problem) -> None:
                 c.validate()
             if cfgs["sac"].make_env().action_spec.discrete:
                 raise ValueError(f"--env {env}: WPO and SAC need continuous actions")
+    if args.dims:
+        for env in dims_envs(preset):
+            for c in learning_configs(preset, env, None, DIMS).values():
+                c.validate()
 
 
 def within(fit: float, theory: float, rtol: float, atol: float = 0.0) -> bool:
@@ -258,10 +269,11 @@ def plot_lqr(path: str, out: dict, curves: dict) -> None:
 # Per preset: the env (Brax on the positional backend; gymnax Pendulum-v1 in --quick, which
 # compiles in seconds), env steps per algorithm, and per-algorithm overrides of
 # rlx.algos.sac.SACConfig (WPO and SAC share the off-policy engine and its sizes) and of
-# rlx.algos.ppo's "default" preset. --full adds humanoid; its high-dimensional replica (the
-# WPO paper's 21/65/105-dim humanoids) needs an env rlx does not have yet: listed, not run.
+# rlx.algos.ppo's "default" preset; MPO samples as many actions as WPO. --full adds humanoid
+# and humanoid_x5 (5 copies in lockstep: 85 action dims; the WPO paper's replicas are of DM
+# Control's 21-dim humanoid, up to 105 dims).
 LEARNING = {
-    "quick": dict(envs=("Pendulum-v1",), steps={"wpo": 1_536, "sac": 1_536, "ppo": 4_096},
+    "quick": dict(envs=("Pendulum-v1",), steps={"wpo": 1_536, "mpo": 1_536, "sac": 1_536, "ppo": 4_096},
                   off_policy=dict(num_envs=16, batch_size=32, grad_updates_per_step=2,
                                   min_replay_size=256, max_replay_size=2_048, gamma=0.99,
                                   reward_scaling=0.1, actor_layers=(32, 32),
@@ -273,85 +285,135 @@ LEARNING = {
                                                     policy_layers=(16, 16), value_layers=(16, 16),
                                                     episode_length=100)),
     "default": dict(envs=("inverted_pendulum",),
-                    steps={"wpo": 40_960, "sac": 40_960, "ppo": 409_600},
+                    steps={"wpo": 40_960, "mpo": 40_960, "sac": 40_960, "ppo": 409_600},
                     off_policy=dict(num_envs=64, batch_size=128, grad_updates_per_step=16,
                                     min_replay_size=1_024, max_replay_size=65_536, gamma=0.97,
                                     reward_scaling=10.0, actor_layers=(256, 256),
                                     critic_layers=(256, 256), num_evals=11, eval_envs=32),
                     wpo=dict(num_samples=20), ppo=dict(num_evals=11, eval_envs=32)),
-    "full": dict(envs=("inverted_pendulum", "humanoid", "humanoid_replica"),
-                 steps={"wpo": 1_000_000, "sac": 1_000_000, "ppo": 10_000_000},
+    "full": dict(envs=("inverted_pendulum", "humanoid", "humanoid_x5"),
+                 steps={"wpo": 1_000_000, "mpo": 1_000_000, "sac": 1_000_000,
+                        "ppo": 10_000_000},
                  off_policy=dict(num_envs=128, batch_size=256, grad_updates_per_step=32,
                                  min_replay_size=8_192, max_replay_size=1_048_576, n_step=5,
                                  gamma=0.99, reward_scaling=1.0, actor_layers=(256, 256, 256),
                                  critic_layers=(256, 256, 256), num_evals=21, eval_envs=64),
                  wpo=dict(num_samples=20), ppo=dict(num_evals=21, eval_envs=64)),
 }
-ALGOS = ("wpo", "sac", "ppo")
-UNAVAILABLE_ENVS = {"humanoid_replica": "a humanoid replicated to 65/105 action dims (the WPO "
-                                        "paper's) is not in rlx.envs yet"}
+ALGOS = ("wpo", "mpo", "sac", "ppo")
+UNAVAILABLE_ENVS: dict[str, str] = {}  # env -> why it is listed, not run (none at present)
+# `--dims`: WPO against MPO as the action dimension grows, on K copies of a cheap env in lockstep
+# (`<env>_x<K>`, `rlx.envs.replica`: K times the action dims, the same task per copy); off by
+# default. Sizes: the engine's Pendulum-v1 learning-test config (tests/test_wpo_engine.py).
+_DIMS_OFF_POLICY = dict(num_envs=8, batch_size=128, grad_updates_per_step=8, min_replay_size=1_024,
+                        max_replay_size=16_384, gamma=0.99, lr=2e-3, reward_scaling=0.1,
+                        actor_layers=(64, 64), critic_layers=(64, 64), num_evals=7, eval_envs=16)
+DIMS = {
+    "quick": dict(env="Pendulum-v1", copies=(1, 4), steps={"wpo": 1_536, "mpo": 1_536},
+                  off_policy=LEARNING["quick"]["off_policy"], wpo=dict(num_samples=4)),
+    "default": dict(env="Pendulum-v1", copies=(1, 4), steps={"wpo": 12_288, "mpo": 12_288},
+                    off_policy=_DIMS_OFF_POLICY, wpo=dict(num_samples=8)),
+    "full": dict(env="Pendulum-v1", copies=(1, 4, 16), steps={"wpo": 49_152, "mpo": 49_152},
+                 off_policy=_DIMS_OFF_POLICY, wpo=dict(num_samples=20)),
+}
 
 
-def learning_configs(preset: str, env: str, total_steps: int | None = None) -> dict:
-    """The three runs of one env: {"wpo": SACConfig, "sac": SACConfig, "ppo": PPOConfig}.
-    WPO runs the engine's "wpo" actor loss (`rlx.losses.wpo.engine_wpo`, Acme's KL settings,
-    no entropy) registered with this preset's sample count; `total_steps` overrides the steps."""
+def learning_configs(preset: str, env: str, total_steps: int | None = None,
+                     table: dict | None = None) -> dict:
+    """The runs of one env, in ALGOS order: {"wpo", "mpo", "sac": SACConfig, "ppo": PPOConfig}
+    (those with steps in `table[preset]`, default `LEARNING`). WPO runs the engine's "wpo" actor
+    loss (`rlx.losses.wpo.engine_wpo`, Acme's KL settings, no entropy) and MPO its "mpo" one
+    (`rlx.losses.mpo.engine_mpo`, Acme's defaults), both registered with the preset's sample
+    count; `total_steps` overrides the steps."""
     from rlx.algos import ppo, sac
-    from rlx.losses import wpo
+    from rlx.losses import mpo, wpo
 
-    p = LEARNING[preset]
-    steps = {a: total_steps or p["steps"][a] for a in ALGOS}
+    p = (table or LEARNING)[preset]
+    steps = {a: total_steps or p["steps"][a] for a in ALGOS if a in p["steps"]}
     n = p["wpo"]["num_samples"]
     name = "wpo" if n == wpo.WPOConfig().num_samples else f"wpo_n{n}"
     if name not in sac.ACTOR_LOSSES:
         sac.register_wpo(name, wpo.WPOConfig(num_samples=p["wpo"]["num_samples"]))
+    mpo_name = "mpo" if n == mpo.MPOConfig().num_samples else f"mpo_n{n}"
+    if mpo_name not in sac.ACTOR_LOSSES:
+        sac.register_mpo(mpo_name, mpo.MPOConfig(num_samples=n))
     backend = dict(backend="positional")
     off = dict(env=env, **backend, **p["off_policy"])
-    return {"wpo": sac.SACConfig(total_steps=steps["wpo"], actor_loss=name, **off),
-            "sac": sac.SACConfig(total_steps=steps["sac"], **off),
-            "ppo": ppo.PPOConfig(**{**ppo.PRESETS[ppo.preset_for(env)], "env": env, **backend,
-                                    "total_steps": steps["ppo"], **p["ppo"]})}
+    make = {"wpo": lambda: sac.SACConfig(total_steps=steps["wpo"], actor_loss=name, **off),
+            "mpo": lambda: sac.SACConfig(total_steps=steps["mpo"], actor_loss=mpo_name, **off),
+            "sac": lambda: sac.SACConfig(total_steps=steps["sac"], **off),
+            "ppo": lambda: ppo.PPOConfig(**{**ppo.PRESETS[ppo.preset_for(env)], "env": env,
+                                            **backend, "total_steps": steps["ppo"], **p["ppo"]})}
+    return {a: make[a]() for a in steps}
 
 
-def learning_curves(args, preset: str) -> tuple[dict, dict]:
-    """Part (b) of issue 15, the summary's `learning` entry: learning curves of WPO (the
-    off-policy engine with the "wpo" actor loss), SAC (the engine's reference actor) and rlx
-    PPO (`rlx.algos.ppo`, its preset for the env), one seed each, on the preset's envs.
-
-    Returns (learning, curves): learning[env][algo] = {final_return, best_return, env_steps,
-    wall_s, ...} (for the first env also learning[algo] = the same entry, the summary's
-    `learning.<algo>`), curves[env][algo] = (env steps, eval returns)."""
+def train_runs(args, cfgs: dict) -> tuple[dict, dict]:
+    """Train each config of {algo: config} (one seed, `args.seed`): ({algo: {final_return,
+    best_return, env_steps, wall_s, ...}}, {algo: (env steps, eval returns)})."""
     import jax
 
     from rlx import runner
     from rlx.algos import ppo, sac
 
+    entries, curves = {}, {}
+    for algo, cfg in cfgs.items():
+        trainer = (ppo if algo == "ppo" else sac).make_train(cfg)
+        res = runner.run(trainer, jax.random.PRNGKey(args.seed)[None], None,
+                         progress=not args.no_progress)
+        returns = [float(r) for r in res.eval["eval_return"][:, 0]]
+        entries[algo] = {
+            "final_return": returns[-1], "best_return": max(returns),
+            "env_steps": int(res.eval_steps[-1]), "wall_s": round(res.wall_s, 2),
+            "compile_s": round(res.compile_s or 0.0, 2), "eval_steps": list(map(int, res.eval_steps)),
+            "eval_returns": returns, "params_digest": runner.params_digest(res.state.params),
+            "config": dataclasses.asdict(cfg)}
+        curves[algo] = (np.asarray(res.eval_steps), np.asarray(returns))
+        print(f"{cfg.env} {algo}: final {returns[-1]:.1f}, best {max(returns):.1f}, "
+              f"{res.eval_steps[-1]} steps, {res.wall_s:.0f}s")
+    return entries, curves
+
+
+def learning_curves(args, preset: str) -> tuple[dict, dict]:
+    """Part (b) of issue 15, the summary's `learning` entry: learning curves of WPO (the
+    off-policy engine with the "wpo" actor loss), MPO (its "mpo" actor loss), SAC (the engine's
+    reference actor) and rlx PPO (`rlx.algos.ppo`, its preset for the env), one seed each, on the preset's envs.
+
+    Returns (learning, curves): learning[env][algo] = {final_return, best_return, env_steps,
+    wall_s, ...} (for the first env also learning[algo] = the same entry, the summary's
+    `learning.<algo>`), curves[env][algo] = (env steps, eval returns)."""
     envs = (args.env,) if args.env else LEARNING[preset]["envs"]
     learning, curves = {"envs": list(envs), "seed": args.seed}, {}
     for env in envs:
         if env in UNAVAILABLE_ENVS:
             learning[env] = {"status": "not run", "reason": UNAVAILABLE_ENVS[env]}
             continue
-        cfgs = learning_configs(preset, env, args.total_steps)
-        learning[env], curves[env] = {}, {}
-        for algo, cfg in cfgs.items():
-            trainer = (ppo if algo == "ppo" else sac).make_train(cfg)
-            res = runner.run(trainer, jax.random.PRNGKey(args.seed)[None], None,
-                             progress=not args.no_progress)
-            returns = [float(r) for r in res.eval["eval_return"][:, 0]]
-            learning[env][algo] = {
-                "final_return": returns[-1], "best_return": max(returns),
-                "env_steps": int(res.eval_steps[-1]), "wall_s": round(res.wall_s, 2),
-                "compile_s": round(res.compile_s or 0.0, 2), "eval_steps": list(map(int, res.eval_steps)),
-                "eval_returns": returns, "params_digest": runner.params_digest(res.state.params),
-                "config": dataclasses.asdict(cfg)}
-            curves[env][algo] = (np.asarray(res.eval_steps), np.asarray(returns))
-            print(f"{env} {algo}: final {returns[-1]:.1f}, best {max(returns):.1f}, "
-                  f"{res.eval_steps[-1]} steps, {res.wall_s:.0f}s")
+        learning[env], curves[env] = train_runs(args, learning_configs(preset, env,
+                                                                       args.total_steps))
     first = next((e for e in envs if e in curves), None)
     if first is not None:
         learning.update({algo: learning[first][algo] for algo in ALGOS})
     return learning, curves
+
+
+def dims_envs(preset: str) -> list[str]:
+    """`--dims`' envs: `<env>_x<K>` for each K of the preset."""
+    return [f"{DIMS[preset]['env']}_x{k}" for k in DIMS[preset]["copies"]]
+
+
+def dims_sweep(args, preset: str) -> tuple[dict, dict]:
+    """`--dims` (the summary's `dims` entry): WPO and MPO, one seed each, on K copies of the
+    preset's env for each K. Returns ({"env", "copies", "runs": {env_xK: {"action_dims", "wpo",
+    "mpo"}}}, curves[env_xK][algo])."""
+    p = DIMS[preset]
+    out, curves = {"env": p["env"], "copies": list(p["copies"]), "seed": args.seed, "runs": {}}, {}
+    for env in dims_envs(preset):
+        cfgs = learning_configs(preset, env, None, DIMS)
+        entries, curves[env] = train_runs(args, cfgs)
+        dims = cfgs["wpo"].make_env().action_spec.size
+        out["runs"][env] = {"action_dims": dims, **entries,
+                            "wpo_minus_mpo_final": entries["wpo"]["final_return"]
+                            - entries["mpo"]["final_return"]}
+    return out, curves
 
 
 def plot_learning(path: str, curves: dict) -> None:
@@ -423,6 +485,12 @@ def main(argv: list[str] | None = None) -> dict:
     t1 = time.time()
     learning, l_curves = learning_curves(args, preset)
     learning["wall_s"] = round(time.time() - t1, 2)
+    dims = None
+    if args.dims:
+        t2 = time.time()
+        dims, d_curves = dims_sweep(args, preset)
+        dims["wall_s"] = round(time.time() - t2, 2)
+        l_curves = {**l_curves, **d_curves}
     wall = time.time() - t0
 
     for key, e in entries.items():
@@ -450,6 +518,11 @@ def main(argv: list[str] | None = None) -> dict:
                  "rate_rtol": RATE_RTOL, "floor_rtol": FLOOR_RTOL,
                  "zero_floor_atol_x_kl0": ZERO_FLOOR_ATOL},
     }
+    if dims is not None:
+        summary["dims"] = dims
+        for env, r in dims["runs"].items():
+            print(f"--dims {env} ({r['action_dims']} action dims): WPO {r['wpo']['final_return']:.1f}, "
+                  f"MPO {r['mpo']['final_return']:.1f} (final returns)")
     if not distributed.is_primary():
         return summary
     logging.write_json(f"{args.out}/summary.json", summary)

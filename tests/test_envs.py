@@ -91,3 +91,78 @@ def test_running_stats_match_numpy_and_merge():
 def test_minatar_obs_shape():
     env = envs.make("Breakout-MinAtar")
     assert env.obs_shape == (10, 10, 4) and env.action_spec.discrete
+
+
+def _run(env, key, actions):
+    """(states, outs) of `env` from reset(key) under `actions` [T, A], every step stacked."""
+    def body(s, a):
+        s, out = env.step(s, a)
+        return s, (s, out)
+
+    return jax.jit(lambda k, acts: jax.lax.scan(body, env.reset(k), acts)[1])(key, actions)
+
+
+@pytest.mark.parametrize("name", ["Pendulum-v1", "inverted_pendulum"])
+def test_replica_x1_is_the_base_env_bit_exactly(name):
+    # episodes of 5 steps: the 12-step rollout crosses two auto-resets
+    base, rep = envs.make(name, episode_length=5), envs.make(f"{name}_x1", episode_length=5)
+    assert rep.name == f"{base.name}_x1" and rep.obs_shape == base.obs_shape
+    assert rep.action_spec == base.action_spec and rep.max_episode_steps == 5
+    key = jax.random.PRNGKey(3)
+    acts = jax.random.uniform(jax.random.PRNGKey(4), (12, base.action_spec.size), minval=-1, maxval=1)
+    (s_b, o_b), (s_r, o_r) = _run(base, key, acts), _run(rep, key, acts)
+    assert np.asarray(o_b.done).sum() == 2
+    for a, b in [(o_b, o_r), (s_b.obs, s_r.obs), (s_b.time, s_r.time),
+                 (s_b.episode_return, s_r.episode_return),
+                 (s_b.inner, jax.tree.map(lambda x: x[:, 0], s_r.inner.inner))]:
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_replica_copies_evolve_independently():
+    """K = 2 on Pendulum-v1 (time limit only): copy i is the base env run alone from
+    copy_keys(key)[i] with action chunk i, through the (joint) time-limit resets; the reward is
+    the copies' mean and observations are concatenated."""
+    base, rep = envs.make("Pendulum-v1", episode_length=5), envs.make("Pendulum-v1_x2", episode_length=5)
+    assert rep.obs_shape == (6,) and rep.action_spec.size == 2
+    key = jax.random.PRNGKey(0)
+    acts = jax.random.uniform(jax.random.PRNGKey(1), (12, 2), minval=-1, maxval=1)
+    s_r, o_r = _run(rep, key, acts)
+    keys = rep.copy_keys(key)
+    assert not np.array_equal(keys[0], keys[1])
+    runs = [_run(base, keys[i], acts[:, i:i + 1]) for i in range(2)]
+    np.testing.assert_array_equal(s_r.obs, np.concatenate([s.obs for s, _ in runs], axis=1))
+    np.testing.assert_array_equal(o_r.final_obs, np.concatenate([o.final_obs for _, o in runs], 1))
+    np.testing.assert_allclose(o_r.reward, (runs[0][1].reward + runs[1][1].reward) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(o_r.truncated, runs[0][1].truncated)
+    assert np.asarray(o_r.truncated).sum() == 2
+    assert not np.array_equal(runs[0][0].obs, runs[1][0].obs)  # the copies really differ
+
+
+def test_replica_ends_every_copy_when_one_terminates():
+    """inverted_pendulum_x2: copy 0 pushed hard falls (terminates) while copy 1 (no force)
+    stands; the joint episode terminates and copy 1 restarts from a fresh reset of its key."""
+    rep = envs.make("inverted_pendulum_x2", episode_length=1000)
+    acts = jnp.tile(jnp.array([[1.0, 0.0]]), (60, 1))
+    s, o = _run(rep, jax.random.PRNGKey(0), acts)
+    t = int(np.argmax(np.asarray(o.terminated)))
+    assert bool(o.terminated[t]) and t > 0 and not np.asarray(o.done[:t]).any()
+    assert int(o.episode_length[t]) == t + 1 and int(s.time[t]) == 0
+    np.testing.assert_array_equal(s.inner.time[t], [0, 0])  # both copies' clocks restart
+    # copy 1 did not end its own episode: it restarts from reset(its key after the step), not
+    # from where the step left it (its final_obs)
+    stepped_key = jax.random.split(s.inner.key[t - 1, 1])[0]
+    np.testing.assert_allclose(s.obs[t, 4:], rep.base.reset(stepped_key).obs, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(s.obs[t, 4:], o.final_obs[t, 4:])
+    np.testing.assert_array_equal(o.final_obs[t - 1], s.obs[t - 1])  # no restart before t
+
+
+@pytest.mark.parametrize("name, match", [
+    ("Pendulum-v1_x0", "must be an integer >= 1, got '0'"),
+    ("humanoid_x", "must be an integer >= 1, got ''"),
+    ("humanoid_xa", "must be an integer >= 1, got 'a'"),
+    ("pendulm_x3", "unknown environment 'pendulm'"),
+    ("CartPole-v1_x2", "replicas need continuous actions"),
+])
+def test_bad_replica_names_are_refused(name, match):
+    with pytest.raises(ValueError, match=match):
+        envs.make(name)

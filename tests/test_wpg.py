@@ -12,9 +12,9 @@ from experiments import wpg
 def test_quick_meets_the_done_bar(tmp_path):
     """For every step size shown and every scheme, the fitted per-iteration factor is within 5%
     of (1 - eta kappa)^2 and the floor within 10% of the predicted bias (0 for the Gaussian flow:
-    below 1e-12 KL_0); the LQR flow reaches the Riccati policy; part (b) trained WPO, SAC and PPO
-    and wrote their curves."""
-    wpg.main(["--out", str(tmp_path), "--quick", "--no-progress"])
+    below 1e-12 KL_0); the LQR flow reaches the Riccati policy; part (b) trained WPO, MPO, SAC
+    and PPO and wrote their curves; --dims trained WPO and MPO on Pendulum-v1_x1 and _x4."""
+    wpg.main(["--out", str(tmp_path), "--quick", "--no-progress", "--dims"])
     s = json.loads((tmp_path / "summary.json").read_text())
     assert len(s["contraction"]) >= 3
     for key, e in s["contraction"].items():
@@ -27,16 +27,24 @@ def test_quick_meets_the_done_bar(tmp_path):
         assert e["floor_theory"] > 0 and e["gaussian_flow"]["floor_theory"] == 0
     assert s["done"]["contraction"] and s["done"]["lqr"]
     assert s["lqr"]["final_gain_error"] < 1e-8
-    for algo in ("wpo", "sac", "ppo"):
+    for algo in ("wpo", "mpo", "sac", "ppo"):
         e = s["learning"][algo]
         assert e["env_steps"] > 0 and e["wall_s"] > 0, (algo, e)
         assert e["best_return"] >= e["final_return"] and len(e["eval_returns"]) >= 2, (algo, e)
         assert e == s["learning"][s["learning"]["envs"][0]][algo]
     assert s["learning"]["wpo"]["config"]["actor_loss"].startswith("wpo")
+    assert s["learning"]["mpo"]["config"]["actor_loss"].startswith("mpo")
     assert s["learning"]["sac"]["config"]["actor_loss"] == "sac"
+    runs = s["dims"]["runs"]
+    assert {e: r["action_dims"] for e, r in runs.items()} == {"Pendulum-v1_x1": 1, "Pendulum-v1_x4": 4}
+    for r in runs.values():
+        assert r["wpo"]["config"]["actor_loss"].startswith("wpo")
+        assert r["mpo"]["config"]["actor_loss"].startswith("mpo")
+        assert r["wpo_minus_mpo_final"] == r["wpo"]["final_return"] - r["mpo"]["final_return"]
     rows = (tmp_path / "metrics.csv").read_text()
     assert rows.count("\nlearning,") == sum(len(s["learning"][a]["eval_returns"]) for a in
-                                             ("wpo", "sac", "ppo"))
+                                             ("wpo", "mpo", "sac", "ppo")) + sum(
+        len(r[a]["eval_returns"]) for r in runs.values() for a in ("wpo", "mpo"))
     for name in ("contraction.png", "lqr.png", "learning.png", "metrics.csv"):
         assert (tmp_path / name).exists()
 

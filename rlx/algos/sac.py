@@ -25,7 +25,9 @@ state (`ActorExtra`: `SACState.extra`, handed to the loss as `ctx.extra` and upd
 each actor step) and may turn the entropy off (`soft=False`: alpha = 0 in the critic targets,
 no temperature step). "wpo" (`rlx.losses.wpo.engine_wpo`, Acme's WPO defaults, 20 action
 samples) keeps a target actor, copied every 100 gradient steps, and the KL duals, and runs
-without entropy.
+without entropy. "mpo" (`rlx.losses.mpo.engine_mpo`, Acme's MPO defaults, 20 action samples
+from the target actor), the reference WPO is measured against, keeps the same target actor and
+learns its E-step temperature and KL duals; no entropy either.
 
 Observations are normalised with the running statistics at use (the buffer keeps raw
 observations); evaluation runs the deterministic policy tanh(loc).
@@ -50,6 +52,7 @@ from rlx.envs import validate_env_name
 from rlx.envs.base import Env, EnvState
 from rlx.algos.onpolicy import episode_metrics
 from rlx.losses import n_step_window
+from rlx.losses import mpo as mpo_losses
 from rlx.losses import wpo as wpo_losses
 from rlx.losses.sac import (HEAD, ActorContext, critic_loss, sac_actor_loss, sample_actions,
                             soft_target, temperature_loss)
@@ -102,7 +105,15 @@ def register_wpo(name: str = "wpo", config: wpo_losses.WPOConfig = wpo_losses.WP
     register_actor_loss(name, w.loss, ActorExtra(w.init_extra, w.update_extra, soft=False))
 
 
+def register_mpo(name: str = "mpo", config: mpo_losses.MPOConfig = mpo_losses.MPOConfig(),
+                 target_update_period: int = 100) -> None:
+    """Register MPO (`rlx.losses.mpo.engine_mpo`) with these settings under `name`."""
+    m = mpo_losses.engine_mpo(config, target_update_period)
+    register_actor_loss(name, m.loss, ActorExtra(m.init_extra, m.update_extra, soft=False))
+
+
 register_wpo()
+register_mpo()
 
 
 @struct.dataclass
@@ -435,5 +446,5 @@ QUICK: dict = dict(total_steps=4_000, num_envs=16, batch_size=32, grad_updates_p
 
 
 __all__ = ["SACConfig", "SACHParams", "SACState", "ACTOR_LOSSES", "ACTOR_EXTRAS", "ActorExtra",
-           "register_actor_loss", "register_wpo",
+           "register_actor_loss", "register_wpo", "register_mpo",
            "make_train", "make_networks", "Networks", "polyak", "QUICK"]
