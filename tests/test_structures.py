@@ -240,6 +240,9 @@ def test_specs_reject_bad_values():
         S.GraphSpec((2, 1), (2, 1))
     with pytest.raises(ValueError, match="equal length"):
         S.GraphSpec((2, 1), (1,))
+    with pytest.raises(ValueError, match="forks=6"):
+        S.rollout(S.TreeSpec(1, 6, 1), GRAPH_SAMPLER, jax.random.key(0), _prompts(), 10, 6, EOS,
+                  (), REWARD)
     with pytest.raises(ValueError, match="stop_ids"):
         S.rollout(GRAPH, GRAPH_SAMPLER, jax.random.key(0), _prompts(), 10, T, EOS, (), REWARD,
                   STATE)

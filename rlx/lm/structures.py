@@ -520,6 +520,9 @@ def rollout(spec: Spec, sample_fn: SampleFn, key: jax.Array, prompts: Prompts,
     if isinstance(spec, ChainSpec):
         return _chain(spec, sample_fn, key, prompts, budget, T, reward_fn)
     if isinstance(spec, TreeSpec):
+        if spec.forks >= T:
+            raise ValueError(f"rollout: TreeSpec.forks={spec.forks} must be < T={T} (fork positions "
+                             f"per row)")
         return _tree(spec, sample_fn, key, prompts, budget, T, eos_id, reward_fn)
     if isinstance(spec, GraphSpec):
         if not stop_ids:
