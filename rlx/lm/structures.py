@@ -394,7 +394,8 @@ def _tree(spec: TreeSpec, sample_fn, key, prompts, budget, T, eos_id, reward_fn)
     allpos = jnp.concatenate(node_pos, axis=1)  # [P, N-1] by creation index
     rank = jnp.argsort(jnp.argsort(allpos, axis=-1, stable=True), axis=-1)
     node_id = jnp.concatenate([jnp.zeros((P, 1), jnp.int32), 1 + rank.astype(jnp.int32)], -1)
-    nid = lambda c: jnp.take_along_axis(node_id, c + 1, axis=-1)  # creation idx -1 -> root 0  # noqa: E731,E501
+    def nid(c):  # node id of creation index c (-1 = the root, id 0)
+        return jnp.take_along_axis(node_id, c + 1, axis=-1)
     order = jnp.argsort(cut_pos, axis=-1, stable=True)
     cns = jnp.take_along_axis(cut_node, order, axis=-1)
     ncuts = jnp.sum(cut_pos < T, axis=-1)  # [P,M]
@@ -413,8 +414,10 @@ def _tree(spec: TreeSpec, sample_fn, key, prompts, budget, T, eos_id, reward_fn)
     nxt = jnp.take_along_axis(cns[:, rr], jnp.minimum(kk, F * Q - 1)[..., None], -1)[..., 0]
     tail = jnp.where(kk == 0, nid(from_node[:, rr]), nid(prev))
     head = jnp.where(kk < ncuts[:, rr], nid(nxt), -1)
+    # a path's nodes sit at strictly increasing positions < T: at most min(N - 1, T - 1) + 1 edges
     return _assemble(tok, mask, lp, ent, own, counted, eot, tail, head,
-                     jnp.broadcast_to(rr, (P, rr.shape[0])), reward, spec.num_nodes, spec.depth)
+                     jnp.broadcast_to(rr, (P, rr.shape[0])), reward, spec.num_nodes,
+                     min(spec.depth, T))
 
 
 def _graph(spec: GraphSpec, sample_fn, key, prompts, budget, T, eos_id, stop_ids, reward_fn,
@@ -454,7 +457,6 @@ def _graph(spec: GraphSpec, sample_fn, key, prompts, budget, T, eos_id, stop_ids
         counted, fully, used = _count(own, budget, used)
         seglen = jnp.sum(own, axis=-1)
         valid = fully & (seglen > 0)
-        reward = _rows_call(reward_fn, prompts.problem, tok, mask).astype(jnp.float32)
         tail = jnp.broadcast_to((0 if l == 0 else offs[l]) + slot, (P, n)).astype(jnp.int32)
         if last:
             terminal = jnp.ones((P, n), bool)
@@ -490,11 +492,12 @@ def _graph(spec: GraphSpec, sample_fn, key, prompts, budget, T, eos_id, stop_ids
             g = lambda x: jnp.take_along_axis(x, rep_idx[..., None], axis=1)  # noqa: E731
             rep = (g(tok), g(mask), g(lp), g(ent))
             rep_len = jnp.take_along_axis(f + seglen, rep_idx, axis=1)
-        reward = jnp.where(terminal, reward, 0.0)
-        levels.append((tok, mask, lp, ent, own, counted, tail, head, reward))
-    tok, mask, lp, ent, own, counted, tail, head, reward = (
+        levels.append((tok, mask, lp, ent, own, counted, tail, head, terminal))
+    tok, mask, lp, ent, own, counted, tail, head, terminal = (
         jnp.concatenate(xs, axis=1) for xs in zip(*levels))
     M = tok.shape[1]
+    reward = _rows_call(reward_fn, prompts.problem, tok, mask).astype(jnp.float32)
+    reward = jnp.where(terminal, reward, 0.0)  # one reward call over all rows
     rows = jnp.arange(M, dtype=jnp.int32)
     eot = jnp.broadcast_to(rows[None, :, None], (P, M, T))
     return _assemble(tok, mask, lp, ent, own, counted, eot, tail, head,
@@ -517,6 +520,9 @@ def rollout(spec: Spec, sample_fn: SampleFn, key: jax.Array, prompts: Prompts,
     if isinstance(spec, ChainSpec):
         return _chain(spec, sample_fn, key, prompts, budget, T, reward_fn)
     if isinstance(spec, TreeSpec):
+        if spec.forks >= T:
+            raise ValueError(f"rollout: TreeSpec.forks={spec.forks} must be < T={T} (fork positions "
+                             f"per row)")
         return _tree(spec, sample_fn, key, prompts, budget, T, eos_id, reward_fn)
     if isinstance(spec, GraphSpec):
         if not stop_ids:

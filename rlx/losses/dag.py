@@ -69,11 +69,14 @@ def _backup(tail, head, reward, valid, num_nodes: int, depth: int):
         res = valid & (term | (Oh @ cnt > 0))
         return jnp.where(term, reward, Oh @ V), res
 
-    for _ in range(depth):  # static sweeps, reverse topological propagation
+    def sweep(_, carry):  # reverse topological propagation
+        V, cnt = carry
         Q, res = edge_q(V, cnt)
         w = res.astype(jnp.float32)
         cnt = Ot.T @ w
-        V = (Ot.T @ (w * Q)) / jnp.maximum(cnt, 1.0)
+        return (Ot.T @ (w * Q)) / jnp.maximum(cnt, 1.0), cnt
+
+    V, cnt = jax.lax.fori_loop(0, depth, sweep, (V, cnt))
     Q, res = edge_q(V, cnt)
     return V, cnt, Q, res
 
@@ -113,10 +116,8 @@ def path_counts(rollouts: Rollouts) -> jax.Array:
         Ot, Oh = _onehot(tail, N), _onehot(head, N)
         w = valid.astype(jnp.float32)
         root = jnp.zeros(N, jnp.float32).at[0].set(1.0)
-        n = root
-        for _ in range(rollouts.depth):
-            n = root + Oh.T @ (w * (Ot @ n))
-        return n
+        return jax.lax.fori_loop(0, rollouts.depth, lambda _, n: root + Oh.T @ (w * (Ot @ n)),
+                                 root)
 
     return jax.vmap(one)(tail, head, valid)
 
@@ -210,15 +211,18 @@ def tree_terms(rollouts: Rollouts, std_scale: float | jax.Array = 1.0) -> dict[s
         dev = reward - mean
         loo = jnp.where(n >= 2, dev * n / jnp.maximum(n - 1.0, 1.0), 0.0)  # r - mean of others
         rt = w * _std_scaled(loo, jnp.sum(w * dev**2), n, std_scale)
-        Sv = jnp.zeros(N, jnp.float32)
-        Cv = jnp.zeros(N, jnp.float32)
         vf = valid.astype(jnp.float32)
-        for _ in range(D):
-            Se = vf * jnp.where(head < 0, rt, Oh @ Sv)
-            Ce = vf * jnp.where(head < 0, w, Oh @ Cv)
-            Sv, Cv = Ot.T @ Se, Ot.T @ Ce
-        Se = vf * jnp.where(head < 0, rt, Oh @ Sv)
-        Ce = vf * jnp.where(head < 0, w, Oh @ Cv)
+
+        def edges(Sv, Cv):  # leaf sums and counts at or below each edge
+            return (vf * jnp.where(head < 0, rt, Oh @ Sv), vf * jnp.where(head < 0, w, Oh @ Cv))
+
+        def sweep(_, carry):
+            Se, Ce = edges(*carry)
+            return Ot.T @ Se, Ot.T @ Ce
+
+        zero = jnp.zeros(N, jnp.float32)
+        Sv, Cv = jax.lax.fori_loop(0, D, sweep, (zero, zero))
+        Se, Ce = edges(Sv, Cv)
         Ve = Se / jnp.maximum(Ce, 1.0)
         Vv = Sv / jnp.maximum(Cv, 1.0)
         adv = ((Ve - Vv[0]) + (Ve - Ot @ Vv)) / jnp.sqrt(jnp.maximum(Ce, 1.0))
@@ -277,10 +281,9 @@ def graph_terms(rollouts: Rollouts, std_scale: float | jax.Array = 1.0) -> dict[
         # efficiency: forward pass of mean path costs
         w_in = (valid & ~term).astype(jnp.float32)
         n_in = Oh.T @ w_in
-        d = jnp.zeros(N, jnp.float32)
-        for _ in range(D):
-            c = Ot @ d + length
-            d = (Oh.T @ (w_in * c)) / jnp.maximum(n_in, 1.0)
+        d = jax.lax.fori_loop(
+            0, D, lambda _, d: (Oh.T @ (w_in * (Ot @ d + length))) / jnp.maximum(n_in, 1.0),
+            jnp.zeros(N, jnp.float32))
         c = Ot @ d + length
         m_in = Oh @ ((Oh.T @ (w_in * c)) / jnp.maximum(n_in, 1.0))
         solved = valid & term & (reward > 0)
