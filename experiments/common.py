@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import json
 import sys
+import time
 import typing
+from pathlib import Path
 from typing import Any
 
 from rlx import distributed
@@ -256,4 +260,29 @@ def exit_on_value_error(fn):
         raise SystemExit(2) from None
 
 
-__all__ = ["setup", "RunArgs", "cli", "parse_layers", "exit_on_value_error"]
+def cached(path: Path, like, make):
+    """`make()` (a pytree), saved to `path` by `rlx.checkpoint`; restored instead when `path`
+    holds one of the same structure (a damaged one is recomputed). Returns (tree, seconds, hit)."""
+    import jax
+
+    from rlx import checkpoint
+
+    if path.exists():
+        try:
+            return checkpoint.restore_pytree(path, like), 0.0, True
+        except ValueError as e:
+            print(f"warning: {e}; recomputing")
+    t0 = time.time()
+    tree = jax.device_get(make())
+    checkpoint.save_pytree(path, tree)
+    return tree, time.time() - t0, False
+
+
+def spec_path(out: Path, name: str, spec: dict) -> Path:
+    """`out/name-<hash of spec>`: a cache entry per setting."""
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return out / "cache" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+__all__ = ["setup", "RunArgs", "cli", "parse_layers", "exit_on_value_error", "cached",
+           "spec_path"]

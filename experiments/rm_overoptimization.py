@@ -32,8 +32,6 @@ so a rerun resumes where it stopped):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -120,30 +118,6 @@ def check_args(args) -> None:
         raise ValueError(f"--kl-beta must be > 0, got {args.kl_beta}")
 
 
-def cached(path: Path, like, make):
-    """`make()` (a pytree), saved to `path` by `rlx.checkpoint`; restored instead when `path`
-    holds one of the same structure (a damaged one is recomputed). Returns (tree, seconds, hit)."""
-    import jax
-
-    from rlx import checkpoint
-
-    if path.exists():
-        try:
-            return checkpoint.restore_pytree(path, like), 0.0, True
-        except ValueError as e:
-            print(f"warning: {e}; recomputing")
-    t0 = time.time()
-    tree = jax.device_get(make())
-    checkpoint.save_pytree(path, tree)
-    return tree, time.time() - t0, False
-
-
-def spec_path(out: Path, name: str, spec: dict) -> Path:
-    """`out/name-<hash of spec>`: a cache entry per setting."""
-    text = json.dumps(spec, sort_keys=True, default=str)
-    return out / "cache" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-
-
 def safe_fit(fit, d, r) -> dict:
     """A fit as a dict, or {"error": ...} where the points cannot determine it."""
     try:
@@ -218,8 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. pi_init
     like = jax.eval_shape(lambda: lm.init_params(lm_cfg, jax.random.PRNGKey(0)))
     base_spec = {"task": repr(task), "model": dataclasses.asdict(lm_cfg), "seed": args.seed}
-    params, _, _ = cached(
-        spec_path(out, "sft", {**base_spec, "sft": dataclasses.asdict(sft_cfg)}), like,
+    params, _, _ = common.cached(
+        common.spec_path(out, "sft", {**base_spec, "sft": dataclasses.asdict(sft_cfg)}), like,
         lambda: jax.jit(sft.make_sft(task, lm_cfg, sft_cfg))(k_sft)[0])
     init_digest = runner.params_digest(params)
 
@@ -237,8 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     gold_like = jax.eval_shape(lambda: rm.rm_init(gold_cfg, jax.random.PRNGKey(0)))
     gold_spec = {**base_spec, "sft": dataclasses.asdict(sft_cfg), "gold": dataclasses.asdict(
         gold_train_cfg), "prompts": args.comparison_prompts, "gold_size": rm.GOLD_SIZE}
-    gold_params, _, _ = cached(
-        spec_path(out, "gold", gold_spec), gold_like,
+    gold_params, _, _ = common.cached(
+        common.spec_path(out, "gold", gold_spec), gold_like,
         lambda: jax.jit(rma.make_regression_train(gold_cfg, gold_train_cfg,
                                                   rma.task_signal_batches(
                                                       task, flat_t, flat_m, flat_problem,
@@ -261,7 +235,6 @@ def main(argv: list[str] | None = None) -> dict:
     n_train = max(1, int(round(0.9 * n_valid)))
     held = tuple(x[n_train:n_valid] for x in comp.pairs())
     data_sizes = sorted({max(1, int(round(f * n_train))) for f in args.data_fractions})
-    n_full = data_sizes[-1]
 
     # 4. proxies: per size, vmapped over (seed, data size)
     S, D = args.proxy_seeds, len(data_sizes)
@@ -273,8 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
         nparams = rm.rm_num_params(c)
         like_p = jax.eval_shape(lambda: jax.vmap(lambda k: rm.rm_init(c, k))(proxy_keys))
         fit = rma.make_rm_train(c, proxy_train_cfg)
-        stacked, secs, _ = cached(
-            spec_path(out, f"proxy-{size}", {**gold_spec, "proxy": dataclasses.asdict(
+        stacked, secs, _ = common.cached(
+            common.spec_path(out, f"proxy-{size}", {**gold_spec, "proxy": dataclasses.asdict(
                 proxy_train_cfg), "size": rm.RM_SIZES[size], "seeds": S,
                 "data": data_sizes}), like_p,
             lambda: jax.jit(jax.vmap(lambda k, n: fit(k, *comp.pairs(), n)[0]))(proxy_keys,

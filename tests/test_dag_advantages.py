@@ -178,3 +178,6 @@ def test_first_step_advantage_variance_by_hand():
     # a copied (not own) first step does not count: dropping row (0, 1) leaves 1, 2 -> var 0.5
     var2, _ = dag.first_step_advantage_variance(adv, r, state, [9], own.at[0, 0, 1].set(False))
     np.testing.assert_allclose(var2, 0.5, rtol=1e-6)
+    # the total variance over the same samples (1, 3, 2; the singleton group's 10 excluded) is 1
+    _, _, total = dag.first_step_advantage_variance(adv, r, state, [9], with_total=True)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)

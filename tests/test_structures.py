@@ -231,6 +231,28 @@ def test_graph_budget_stop_and_frontier_cap():
     assert ok[0].tolist()[:3] == [True, True, False]
 
 
+def test_graph_spread_deals_a_level_round_robin_over_its_unique_states():
+    # spread: level 1 has 4 samples in all; two unique states -> 2 each (tails 1, 2, 1, 2)
+    spec = S.GraphSpec(widths=(3, 4, 2), frontier=(1, 3, 4), spread=True)
+    assert spec.rows == 9
+    r = _graph(100, spec)
+    assert r.edge_tail[0].tolist()[:7] == [0, 0, 0, 1, 2, 1, 2]
+    tok = np.asarray(r.tokens[0])
+    np.testing.assert_array_equal(tok[5, :6], tok[0, :6])  # continues {3,3}'s representative
+    np.testing.assert_array_equal(tok[4, :6], tok[2, :6])  # continues {1,6}'s
+    _check_partition(r)
+    # every path merges into one state: all 4 continuations go to it (per-state widths: 2)
+    same = fake_sampler([_enc("1+2=3;3+3=6;<eos>"), _enc("2+1=3;3*3=9;<eos>")])
+    args = (jax.random.key(0), _prompts(2), 100, T, EOS, (SEMI,), REWARD, STATE)
+    spread = ROLL(spec, same, *args)
+    per_state = ROLL(S.GraphSpec(widths=(3, 2, 1), frontier=(1, 3, 4)), same, *args)
+    assert spread.edge_tail[0].tolist()[3:7] == [1, 1, 1, 1]
+    assert spread.edge_valid[0].tolist()[3:7] == [True] * 4
+    assert int(jnp.sum(per_state.edge_valid[0] & (per_state.edge_tail[0] == 1))) == 2
+    assert int(spread.spent[0]) > int(per_state.spent[0])
+    _check_partition(spread)
+
+
 def test_specs_reject_bad_values():
     with pytest.raises(ValueError, match="group"):
         S.ChainSpec(0)

@@ -39,13 +39,75 @@ from flax import struct
 
 from rlx.algos.onpolicy import sgd
 from rlx.lm import model as lm
-from rlx.lm.tasks import TASKS, Task, make_task
+from rlx.lm.tasks import TASKS, Task, countdown_states, make_task
 from rlx.losses import sequence as seq
 from rlx.optim import scale_by_global_norm_clip
 from rlx.training import Trainer, report
 
 Metrics = dict[str, jax.Array]
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+STRUCTURES = ("chain", "tree", "graph")
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureConfig:
+    """How one prompt's rollouts are structured (`rlx.lm.structures`), under a budget of
+    generated tokens per prompt. `budget` 0 with kind "chain" is plain GRPO (group_size
+    independent completions, no budget: the default, bit-identical to the unstructured trainer).
+
+    chain: `group_size` completions, cut at the budget (GRPO advantages).
+    tree: TreeRL's EPTree: `chains` completions, then `rounds` rounds of `branches` continuations
+          from each row's `forks` highest-entropy tokens (TreeRL advantages).
+    graph: GraphPO: level l (one per Countdown step; the last runs to eos) expands up to
+           `frontier[l]` unique canonical states (`countdown_states`) with `widths[l]` one-step
+           samples in all, dealt round-robin over them (`GraphSpec(spread=True)`); dual-group
+           advantages, the efficiency term weighted by `eff_weight`.
+    """
+
+    kind: str = "chain"
+    budget: int = 0
+    chains: int = 4
+    forks: int = 2
+    branches: int = 2
+    rounds: int = 1
+    widths: tuple[int, ...] = (6, 10)
+    frontier: tuple[int, ...] = (1, 6)
+    eff_weight: float = 0.1
+
+    @property
+    def structured(self) -> bool:
+        """False for plain GRPO (chain without a budget)."""
+        return self.kind != "chain" or self.budget > 0
+
+    def validate(self, task: Task) -> None:
+        if self.kind not in STRUCTURES:
+            raise ValueError(f"StructureConfig.kind: unknown {self.kind!r}; valid: "
+                             f"{', '.join(STRUCTURES)}")
+        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
+            raise ValueError(f"StructureConfig.budget must be an int >= 0, got {self.budget!r}")
+        if self.kind != "chain" and self.budget < 1:
+            raise ValueError(f"StructureConfig.budget must be >= 1 for kind {self.kind!r}, got "
+                             f"{self.budget}")
+        for name in ("chains", "forks", "branches", "rounds"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"StructureConfig.{name} must be an int >= 1, got {v!r}")
+        if self.kind == "graph":
+            if task.name != "countdown":
+                raise ValueError(f"StructureConfig.kind='graph' needs the countdown task (its "
+                                 f"canonical states), got task {task.name!r}")
+            levels = getattr(task, "numbers", 0) - 1
+            if len(self.widths) != levels or len(self.frontier) != levels:
+                raise ValueError(f"StructureConfig: countdown with {levels + 1} numbers has "
+                                 f"{levels} levels (one per step; the last ends at eos): widths="
+                                 f"{self.widths} and frontier={self.frontier} must have {levels} "
+                                 f"entries each")
+            if any(isinstance(w, bool) or not isinstance(w, int) or w < 1
+                   for w in self.widths + self.frontier) or self.frontier[0] != 1:
+                raise ValueError(f"StructureConfig: widths={self.widths} and frontier="
+                                 f"{self.frontier} must be ints >= 1 with frontier[0] == 1")
+        if not (self.eff_weight >= 0):
+            raise ValueError(f"StructureConfig.eff_weight must be >= 0, got {self.eff_weight!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +143,7 @@ class GRPOConfig:
     rare_prob: float = 0.1  # a token is "rare" when mu(y_t) < rare_prob (mask/clip split)
     init: str = ""
     max_new_tokens: int | None = None  # completion length T (default: the task's; must be >= it)
+    structure: StructureConfig = StructureConfig()  # rollout structure (default: plain GRPO)
 
     def task_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"distractors": self.distractors,
@@ -108,6 +171,12 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.context={self.context} is shorter than the {self.task} "
                              f"task's prompt ({task.prompt_length}) + completion "
                              f"({self.completion_length(task)}) = {need} tokens")
+        if self.structure.kind in ("tree", "graph"):
+            need += self.completion_length(task)  # a continuation's prompt holds a prefix
+            if self.context is not None and self.context < need:
+                raise ValueError(f"GRPOConfig.context={self.context} is too short for "
+                                 f"structure {self.structure.kind!r}: continuations need prompt "
+                                 f"+ 2 x completion = {need} tokens")
         return lm.LMConfig(vocab_size=task.vocab.size, context=self.context or need,
                            layers=self.layers, width=self.width, heads=self.heads)
 
@@ -153,6 +222,7 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.updates={self.updates} is not a multiple of "
                              f"num_evals - 1 = {self.num_evals - 1}")
         seq.loss_params(self.loss)
+        self.structure.validate(task)
 
     def hparams(self, loss: str | seq.SequenceLossParams | None = None,
                 rollout_noise: float | None = None, lr: float | None = None) -> "GRPOHParams":
@@ -196,6 +266,7 @@ class SequenceBatch:
     behaviour_log_prob: jax.Array
     ref_log_prob: jax.Array
     advantages: jax.Array
+    loss_mask: jax.Array | None = None  # [B, T]: tokens trained (default: completion_mask)
 
 
 def optimizer(hp: GRPOHParams, max_grad_norm: float) -> optax.GradientTransformation:
@@ -205,6 +276,59 @@ def optimizer(hp: GRPOHParams, max_grad_norm: float) -> optax.GradientTransforma
 
 
 RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StructuredRollout:
+    """`self(params, key, prompts, hp)` (see `make_structured_rollout`) with what it was built
+    from: the `rlx.lm.structures` spec, the segment stop ids and the state function (graph)."""
+
+    fn: Callable
+    spec: Any
+    stop_ids: tuple[int, ...]
+    state_fn: Callable | None
+
+    def __call__(self, params, key, prompts, hp):
+        return self.fn(params, key, prompts, hp)
+
+
+def make_structured_rollout(config: GRPOConfig, draw: Callable[..., lm.Sample]
+                            ) -> StructuredRollout:
+    """`fn(params, key, prompts: Prompts, hp) -> (rollouts, token_advantages [P,M,T], train
+    [P,M,T] bool)` for `config.structure`: `rlx.lm.structures.rollout` under the budget, then the
+    structure's advantages (`rlx.losses.dag`: chain GRPO, tree TreeRL, graph GraphPO dual-group,
+    divided by the group std when `hp.loss.std_scale` is 1) mapped to the tokens; `train` marks
+    the tokens trained (generated in that row, on an edge with a defined advantage).
+    `draw(params, key, prompt_tokens, prompt_mask, hp) -> lm.Sample` samples completion tokens."""
+    from rlx.lm import structures as st
+    from rlx.losses import dag
+
+    task = config.make_task()
+    structure, T = config.structure, config.completion_length(task)
+    spec = {"chain": lambda: st.ChainSpec(group=config.group_size),
+            "tree": lambda: st.TreeSpec(chains=structure.chains, forks=structure.forks,
+                                        branches=structure.branches, rounds=structure.rounds),
+            "graph": lambda: st.GraphSpec(widths=tuple(structure.widths),
+                                          frontier=tuple(structure.frontier),
+                                          spread=True)}[structure.kind]()
+    stop_ids = (task.vocab.id(";"),) if task.name == "countdown" else ()
+    state_fn = ((lambda problem, comp, cmask: countdown_states(task, problem, comp, cmask))
+                if structure.kind == "graph" else None)
+    eos = task.vocab.id("<eos>")
+
+    def fn(params, key, prompts, hp: GRPOHParams):
+        def sample_fn(k, toks, tmask):
+            s = draw(params, k, toks, tmask, hp)
+            return s.completion, s.completion_mask, s.log_probs, s.entropy
+
+        ro = st.rollout(spec, sample_fn, key, prompts, budget=structure.budget, T=T, eos_id=eos,
+                        stop_ids=stop_ids,
+                        reward_fn=lambda p, c, m: task.reward(p, c, m).astype(jnp.float32),
+                        state_fn=state_fn)
+        adv_e, ok_e = st.structure_advantages(spec, ro, hp.loss.std_scale, structure.eff_weight)
+        return ro, dag.token_advantages(ro, adv_e), dag.token_mask(ro, ok_e)
+
+    return StructuredRollout(fn=fn, spec=spec, stop_ids=stop_ids, state_fn=state_fn)
 
 
 def make_train(config: GRPOConfig, init_params: Any | None = None,
@@ -220,6 +344,13 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
     metric `score_<name>` (batch mean) and the eval metric `eval_score_<name>` (mean over the
     held-out prompts' samples). Neither changes anything else.
 
+    `config.structure` (structured: a tree, a graph, or a budgeted chain) replaces the group of
+    completions by `rlx.lm.structures.rollout` under its token budget and the group advantages
+    by `rlx.losses.dag`'s (chain: GRPO's, tree: TreeRL's, graph: GraphPO's dual-group), mapped to
+    per-token advantages; each generated token is trained once, in the row that generated it.
+    Extra train metrics: tokens (generated per prompt), valid_rows, trained_tokens, and for
+    graphs merge_saved_frac. One "env step" of a structured run is one generated token.
+
     Train metrics per update: reward (train accuracy), response_length, entropy, kl_ref,
     inactive_frac (tokens whose gradient the clip / mask cut) and its split
     inactive_rare_frac / inactive_common_frac (rare: mu(y_t) < rare_prob), rare_frac,
@@ -230,6 +361,9 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
     KL(pi || pi_init), pi_init = the initial parameters; Gao et al.'s d = sqrt of it).
     """
     config.validate()
+    if config.structure.structured and (reward_fn is not None or score_fns):
+        raise ValueError(f"make_train: structure {config.structure.kind!r} with a budget scores "
+                         f"rollouts with the task's reward; reward_fn / score_fns are for plain GRPO")
     task = config.make_task()
     cfg = config.lm_config(task)
     Lp, T, G = task.prompt_length, config.completion_length(task), config.group_size
@@ -244,10 +378,10 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                          pad_id=pad, temperature=config.temperature, top_k=top_k, dtype=dtype,
                          logit_noise=noise, group_size=group_size)
 
-    def log_probs(params, tokens, mask, completion_mask):
+    def log_probs(params, tokens, mask, completion_mask, rows=G):
         """(log pi(y_t | prefix), entropy) [B, T] of the completion tokens, for rows that come
-        in groups of G copies of a prompt (each prompt's forward computed once)."""
-        return lm.group_log_probs(params, cfg, tokens[::G, :Lp], mask[::G, :Lp],
+        in groups of `rows` copies of a prompt (each prompt's forward computed once)."""
+        return lm.group_log_probs(params, cfg, tokens[::rows, :Lp], mask[::rows, :Lp],
                                   tokens[:, Lp:], completion_mask, config.temperature)
 
     def init(key: jax.Array, hp: GRPOHParams) -> GRPOState:
@@ -258,11 +392,13 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                          update=jnp.zeros((), jnp.int32), hparams=hp)
 
     def loss_fn(params, mb: SequenceBatch, key, hp: GRPOHParams):
+        rows = mb.tokens.shape[1]
         mb = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), mb)  # [p, G, ...] -> [p*G, ...]
-        lp, ent = log_probs(params, mb.tokens, mb.mask, mb.completion_mask)
-        loss, m = seq.sequence_loss(lp, mb.behaviour_log_prob, mb.advantages, mb.completion_mask,
+        lp, ent = log_probs(params, mb.tokens, mb.mask, mb.completion_mask, rows)
+        train_mask = mb.completion_mask if mb.loss_mask is None else mb.loss_mask
+        loss, m = seq.sequence_loss(lp, mb.behaviour_log_prob, mb.advantages, train_mask,
                                     hp.loss, mb.ref_log_prob, max_length=T)
-        valid = mb.completion_mask.astype(jnp.float32)
+        valid = train_mask.astype(jnp.float32)
         rare = valid * (mb.behaviour_log_prob < jnp.log(config.rare_prob))
         common = valid - rare
         cut = m.pop("inactive")
@@ -271,9 +407,54 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
                       "inactive_rare_frac": frac(rare), "inactive_common_frac": frac(common),
                       "rare_frac": rare.sum() / jnp.maximum(valid.sum(), 1.0)}
 
+    structure = config.structure
+    if structure.structured:
+        from rlx.lm import structures as st
+        structured_fn = make_structured_rollout(config, lambda params, k, toks, tmask, hp: draw(
+            params, k, toks, tmask, hp.rollout_noise, rollout_dtype, config.top_k))
+
+    def structured_rollout(state: GRPOState, hp: GRPOHParams, k_prompt, k_sample):
+        """Rollouts of `config.structure` under its budget: (batch [prompts, M, ...], metrics)."""
+        pr = task.prompts(k_prompt, config.prompts_per_update, "train")
+        ro, tok_adv, train = structured_fn(state.params, k_sample, pr, hp)
+        P, M = ro.tokens.shape[:2]
+        flat = lambda x: x.reshape((P * M,) + x.shape[2:])  # noqa: E731
+        prompts, pmask = (jnp.repeat(x, M, axis=0) for x in (pr.tokens, pr.mask))
+        comp, cmask = flat(ro.tokens), flat(ro.completion_mask)
+        tokens = jnp.concatenate([prompts, comp], axis=1)
+        mask = jnp.concatenate([pmask, cmask], axis=1)
+        ref_lp, _ = log_probs(state.ref_params, tokens, mask, cmask, M)
+        batch = SequenceBatch(tokens=tokens, mask=mask, completion_mask=cmask,
+                              behaviour_log_prob=flat(ro.log_probs), ref_log_prob=ref_lp,
+                              advantages=flat(tok_adv), loss_mask=flat(train))
+        rv = ro.row_valid.astype(jnp.float32)
+        metrics = {
+            "reward": jnp.sum(ro.row_reward * rv) / jnp.maximum(rv.sum(), 1.0),
+            "response_length": jnp.sum(ro.completion_mask.sum(-1) * rv) / jnp.maximum(rv.sum(), 1.0),
+            "tokens": ro.spent.astype(jnp.float32).mean(),
+            "valid_rows": rv.sum(-1).mean(),
+            "trained_tokens": train.sum((1, 2)).astype(jnp.float32).mean()}
+        rm = st.rollout_metrics(structured_fn.spec, ro)
+        metrics["merge_saved_frac"] = jnp.mean(rm["merge_saved_frac"])
+        metrics["states"] = jnp.mean(rm["states"].astype(jnp.float32))
+        return jax.tree.map(lambda x: x.reshape((P, M) + x.shape[1:]), batch), metrics
+
     def update(state: GRPOState) -> tuple[GRPOState, Metrics]:
         hp = state.hparams
         key, k_prompt, k_sample, k_sgd = jax.random.split(state.key, 4)
+        if structure.structured:
+            batch, rollout_metrics = structured_rollout(state, hp, k_prompt, k_sample)
+            tx = optimizer(hp, config.max_grad_norm)
+            params, opt_state, aux = sgd(lambda p, mb, k: loss_fn(p, mb, k, hp), tx,
+                                         state.params, state.opt_state, batch, k_sgd,
+                                         config.epochs,
+                                         0 if config.minibatches == 1 else config.minibatches)
+            new = state.replace(params=params, opt_state=opt_state, key=key,
+                                update=state.update + 1)
+            metrics = {k: v.mean() for k, v in aux.items()}
+            metrics.update(rollout_metrics, ratio_max=aux["ratio_max"].max())
+            report(on_update, new.update, metrics["reward"], new)
+            return new, metrics
         pr = task.prompts(k_prompt, config.prompts_per_update, "train")
         prompts, pmask, problem = (jnp.repeat(x, G, axis=0) for x in (pr.tokens, pr.mask,
                                                                      pr.problem))
@@ -333,8 +514,11 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
     return Trainer(init=init, update=update, evaluate=evaluate,
                    default_hparams=config.hparams(), num_evals=config.num_evals,
                    updates_per_eval=config.updates // (config.num_evals - 1),
-                   steps_per_update=config.batch_size, config=config)
+                   steps_per_update=(config.prompts_per_update * structure.budget
+                                     if structure.structured else config.batch_size),
+                   config=config)
 
 
-__all__ = ["GRPOConfig", "GRPOHParams", "GRPOState", "SequenceBatch", "make_train", "optimizer",
+__all__ = ["GRPOConfig", "GRPOHParams", "StructureConfig", "StructuredRollout",
+           "make_structured_rollout", "GRPOState", "SequenceBatch", "make_train", "optimizer",
            "DTYPES", "RewardFn"]

@@ -190,10 +190,15 @@ class TreeSpec:
 @dataclasses.dataclass(frozen=True)
 class GraphSpec:
     """GraphPO's level-by-level expansion: level l expands up to frontier[l] unique states
-    (frontier[0] = 1, the root) with widths[l] one-segment samples each."""
+    (frontier[0] = 1, the root) with widths[l] one-segment samples each, or, with `spread`,
+    widths[l] samples in all, dealt round-robin over the level's unique states (sample j
+    continues state j mod count): when paths merge into fewer states, each gets more
+    continuations, so the budget moves from re-exploring a state to exploring the ones there are
+    (GraphPO's budget argument), and a level spends the same tokens however much merged."""
 
     widths: tuple[int, ...]
     frontier: tuple[int, ...]
+    spread: bool = False
 
     def __post_init__(self):
         w, f = tuple(self.widths), tuple(self.frontier)
@@ -214,6 +219,8 @@ class GraphSpec:
 
     @property
     def rows(self) -> int:
+        if self.spread:
+            return sum(self.widths)
         return sum(f * w for f, w in zip(self.frontier, self.widths))
 
     @property
@@ -436,11 +443,16 @@ def _graph(spec: GraphSpec, sample_fn, key, prompts, budget, T, eos_id, stop_ids
     levels = []
     for l in range(L):
         Fl, W = spec.frontier[l], spec.widths[l]
-        n = Fl * W
-        slot = jnp.repeat(jnp.arange(Fl), W)
-        par = tuple(x[:, slot] for x in rep)
-        f = rep_len[:, slot]
-        ex = exists[:, slot]
+        if spec.spread:  # W samples in all, dealt round-robin over the unique states
+            n = W
+            count = jnp.sum(exists, axis=-1)
+            slot = jnp.arange(W)[None, :] % jnp.maximum(count, 1)[:, None]  # [P,W]
+        else:  # W samples per frontier slot
+            n = Fl * W
+            slot = jnp.broadcast_to(jnp.repeat(jnp.arange(Fl), W), (P, n))
+        par = tuple(jnp.take_along_axis(x, slot[..., None], axis=1) for x in rep)
+        f = jnp.take_along_axis(rep_len, slot, axis=1)
+        ex = jnp.take_along_axis(exists, slot, axis=1)
         pt, pm = _repeat_prompts(prompts, n)
         if l > 0:
             pt, pm = _continue_prompts(pt, pm, par[0].reshape(P * n, T), f.reshape(-1))

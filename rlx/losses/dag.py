@@ -335,7 +335,8 @@ def token_mask(rollouts: Rollouts, trainable: jax.Array) -> jax.Array:
 
 def first_step_advantage_variance(adv_tokens: jax.Array, rollouts: Rollouts,
                                   state_after_first_step: jax.Array, stop_ids: Sequence[int],
-                                  mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                                  mask: jax.Array | None = None, with_total: bool = False
+                                  ) -> tuple[jax.Array, ...]:
     """Pooled within-state variance of the first step's advantage over R independent resamples.
 
     Inputs carry a leading resample axis R (same policy and prompts, independent keys):
@@ -353,7 +354,9 @@ def first_step_advantage_variance(adv_tokens: jax.Array, rollouts: Rollouts,
     terms u_i = (a_i - mean_g a)^2 N / dof over the N samples in groups of >= 2:
     se = std(u) / sqrt(N). Returns (var, se) float32 scalars (nan if no group has 2 samples).
     With std_scale = 0 every method's advantage is in reward units, so this measures the noise of
-    each estimator of the same quantity (the advantage of reaching a given first state)."""
+    each estimator of the same quantity (the advantage of reaching a given first state).
+    `with_total`: also the total variance of a over the same samples (ddof = 1), so var / total
+    is the scale-free share of the first-step advantage's variance that is estimation noise."""
     R, P, M, T = adv_tokens.shape
     if mask is None:
         mask = rollouts.counted
@@ -381,4 +384,9 @@ def first_step_advantage_variance(adv_tokens: jax.Array, rollouts: Rollouts,
     u = sq * N / dof
     u_mean = jnp.sum(jnp.where(inside, u, 0.0)) / N
     u_var = jnp.sum(jnp.where(inside, (u - u_mean) ** 2, 0.0)) / jnp.maximum(N - 1.0, 1.0)
-    return var, jnp.sqrt(u_var / N)
+    se = jnp.sqrt(u_var / N)
+    if not with_total:
+        return var, se
+    a_mean = jnp.sum(jnp.where(inside, a, 0.0)) / N
+    total = jnp.sum(jnp.where(inside, (a - a_mean) ** 2, 0.0)) / jnp.maximum(N - 1.0, 1.0)
+    return var, se, total
