@@ -154,6 +154,10 @@ def test_experiment_quick_and_resume(tmp_path, capsys):
         assert k in s
     r = s["variance_ratio_by_dim"]["4"]
     assert r["ci95"][0] <= r["ratio"] <= r["ci95"][1] and r["ratio"] > 0
+    r1 = s["variance_ratio_by_dim_one_step"]["4"]
+    assert r1["ci95"][0] <= r1["ratio"] <= r1["ci95"][1] and r1["horizon"] == 1
+    assert set(r1["variance"]) == {"none", "state", "factorised", "linear"}
+    assert r1["variance"]["state"] != r["variance"]["state"]  # a different task
     o = s["oracle_variance_ratio_by_dim"]["4"]
     assert o["ratio"] > 0 and o["one_step"]["sigma_tau"] == 0.0 and o["horizon"] == 50
     lqg = s["decomposition"]["lqg"]
