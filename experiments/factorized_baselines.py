@@ -18,8 +18,8 @@ LQG and a Brax task, and learning curves per baseline.
    the same task cut to one step (Sigma_tau = 0).
    variance_ratio_by_dim_one_step: the learned measurement of 1. (plus Wu's linear-feature
    baseline) on that one-step task (the horizon terminates the episode; 32 x 10 i.i.d. steps
-   per batch, rewards x 0.5 so the baselines' targets have the default's scale; same initial
-   policies): where the factorised baseline's gain grows with A.
+   per batch, rewards x 0.5 so the baselines' targets have the default's scale; 100 baseline
+   updates; the first seed's initial policy): where the factorised baseline's gain grows with A.
 2. decomposition.lqg: Tucker's point mass (their constants, policy variance 1e-4) at step
    `--lqg-t`: Sigma_tau, Sigma_a, Sigma_s (traces) per baseline (exact baselines, exact Q).
 3. decomposition.<brax env>: the same at the final policy of the Brax run, by resetting the
@@ -43,13 +43,14 @@ from experiments import common
 DEFAULT = dict(ks=(1, 6, 25), fit_updates=150, batches=32, var_seeds=2, lqg_samples=(64, 16, 8),
                curve_k=6, curve_steps=400_000, brax_steps=300_000, brax_horizon=50,
                brax_samples=(16, 8, 4), brax_mc=8, oracle_samples=1024, oracle_mc=8,
-               one_step_fit_updates=100, one_step_unroll=10)
+               one_step_fit_updates=100, one_step_unroll=10, one_step_var_seeds=1)
 QUICK = dict(ks=(2,), fit_updates=3, batches=4, var_seeds=1, lqg_samples=(8, 4, 2), curve_k=3,
              curve_steps=3 * 8 * 50, brax_steps=3 * 8 * 20, brax_horizon=5,
              brax_samples=(4, 2, 2), brax_mc=2, oracle_samples=16, oracle_mc=2,
              one_step_fit_updates=3)
 FULL = dict(ks=(6, 50, 200, 500), fit_updates=400, batches=64, var_seeds=4, curve_steps=2_000_000,
-            brax_steps=5_000_000, brax_samples=(64, 16, 8), brax_mc=32, oracle_samples=4096)
+            brax_steps=5_000_000, brax_samples=(64, 16, 8), brax_mc=32, oracle_samples=4096,
+            one_step_fit_updates=400, one_step_var_seeds=4)
 SYNTH = dict(num_envs=32, unroll_length=50, lr=3e-3, reward_scaling=0.01, max_grad_norm=10.0,
              policy_layers=(64, 64), value_layers=(64, 64), num_evals=6, eval_envs=16)
 SYNTH_QUICK = dict(num_envs=8, policy_layers=(16,), value_layers=(16,), num_evals=2, eval_envs=4)
@@ -138,17 +139,19 @@ def variance_by_dim(p: dict, synth: dict, seed: int, one_step: bool = False) -> 
 
     out = {}
     rng = np.random.default_rng(seed)
-    names = ("none", "state", "factorised") + (("linear",) if one_step else ())
     if one_step:
         synth = {**synth, "unroll_length": p["one_step_unroll"],
                  "reward_scaling": ONE_STEP_REWARD_SCALING}
     fit_updates = p["one_step_fit_updates"] if one_step else p["fit_updates"]
+    var_seeds = p["one_step_var_seeds"] if one_step else p["var_seeds"]
     env_kw = dict(horizon=1, horizon_terminates=True) if one_step else {}
     for k in p["ks"]:
+        names = ("none", "state", "factorised") + (
+            ("linear",) if one_step and 2 * k <= fa.LINEAR_MAX_ACTIONS else ())
         cfg = fa.FactorisedConfig(env=f"multiaction_point_k{k}", baselines=names, **synth)
         env = MultiactionPointEnv(k=k, observe_time=True, **env_kw)
         per_seed, var, grads = [], {b: [] for b in cfg.candidates}, []
-        for s in range(p["var_seeds"]):
+        for s in range(var_seeds):
             g = fa.estimator_samples(cfg, jax.random.PRNGKey(1000 * seed + s), fit_updates,
                                      p["batches"], env)
             g = {b: np.asarray(x, np.float64) for b, x in g.items()}
@@ -171,9 +174,10 @@ def variance_by_dim(p: dict, synth: dict, seed: int, one_step: bool = False) -> 
                            "variance": {b: float(np.mean(v)) for b, v in var.items()},
                            "state_over_none": float(np.mean(var["state"]) / np.mean(var["none"]))}
         if one_step:
-            out[str(2 * k)].update(horizon=1, fit_updates=fit_updates,
-                                   state_over_linear=float(np.mean(var["state"])
-                                                           / np.mean(var["linear"])))
+            out[str(2 * k)].update(horizon=1, fit_updates=fit_updates)
+            if "linear" in var:
+                out[str(2 * k)]["state_over_linear"] = float(np.mean(var["state"])
+                                                             / np.mean(var["linear"]))
         print(f"[variance{' one-step' if one_step else ''}] A = {2 * k}: state / factorised = {pooled:.4f} "
               f"(95% CI {out[str(2 * k)]['ci95'][0]:.4f}-{out[str(2 * k)]['ci95'][1]:.4f}); "
               f"state / none = {out[str(2 * k)]['state_over_none']:.3f}")
@@ -368,8 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
     var, reused_v = _cached(out / "variance.json", {"p": p_var, "synth": synth, "seed": args.seed},
                             lambda: variance_by_dim(p, synth, args.seed))
     stage("variance")
-    p_one = {k_: v for k_, v in p.items() if k_ in ("ks", "batches", "var_seeds")
-             or k_.startswith("one_step")}
+    p_one = {k_: v for k_, v in p.items() if k_ in ("ks", "batches") or k_.startswith("one_step")}
     var_one, _ = _cached(out / "variance_one_step.json",
                          {"p": p_one, "synth": synth, "seed": args.seed,
                           "reward_scaling": ONE_STEP_REWARD_SCALING},
