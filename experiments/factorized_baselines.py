@@ -477,7 +477,7 @@ def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | Non
     r = np.array([var[a]["ratio"] for a in dims])
     ci = np.array([var[a]["ci95"] for a in dims]).T
     axes[0].errorbar(x, r, yerr=[r - ci[0], ci[1] - r], marker="o", capsize=3,
-                     label="learned baselines (GAE)")
+                     label="learned baselines (GAE), horizon 50")
     for key, label in (("task", "optimal baselines (MC)"), ("one_step", "optimal, one-step task")):
         if not oracle:
             break
@@ -497,6 +497,8 @@ def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | Non
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xscale="log", xlabel="action dimension A = d k",
                 ylabel="Var[state] / Var[factorised]", title="multiaction_point (95% CI)")
+    axes[0].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[0].set_xticks(x, [str(v) for v in x])
     names = ("none", "state", "factorised")
     width = 0.8 / len(decomposition)
     for j, (task, d) in enumerate(decomposition.items()):
