@@ -16,6 +16,10 @@ LQG and a Brax task, and learning curves per baseline.
    independent continuations, debiased for their MC noise; single-sample estimator with the
    Monte-Carlo return G), with Sigma_tau's share, at the task's horizon and (`one_step`) on
    the same task cut to one step (Sigma_tau = 0).
+   variance_ratio_by_dim_one_step: the learned measurement of 1. (plus Wu's linear-feature
+   baseline) on that one-step task (the horizon terminates the episode; 32 x 10 i.i.d. steps
+   per batch, rewards x 0.5 so the baselines' targets have the default's scale; 100 baseline
+   updates; the first seed's initial policy): where the factorised baseline's gain grows with A.
 2. decomposition.lqg: Tucker's point mass (their constants, policy variance 1e-4) at step
    `--lqg-t`: Sigma_tau, Sigma_a, Sigma_s (traces) per baseline (exact baselines, exact Q).
 3. decomposition.<brax env>: the same at the final policy of the Brax run, by resetting the
@@ -38,12 +42,15 @@ from experiments import common
 
 DEFAULT = dict(ks=(1, 6, 25), fit_updates=150, batches=32, var_seeds=2, lqg_samples=(64, 16, 8),
                curve_k=6, curve_steps=400_000, brax_steps=300_000, brax_horizon=50,
-               brax_samples=(16, 8, 4), brax_mc=8, oracle_samples=1024, oracle_mc=8)
+               brax_samples=(16, 8, 4), brax_mc=8, oracle_samples=1024, oracle_mc=8,
+               one_step_fit_updates=100, one_step_unroll=10, one_step_var_seeds=1)
 QUICK = dict(ks=(2,), fit_updates=3, batches=4, var_seeds=1, lqg_samples=(8, 4, 2), curve_k=3,
              curve_steps=3 * 8 * 50, brax_steps=3 * 8 * 20, brax_horizon=5,
-             brax_samples=(4, 2, 2), brax_mc=2, oracle_samples=16, oracle_mc=2)
+             brax_samples=(4, 2, 2), brax_mc=2, oracle_samples=16, oracle_mc=2,
+             one_step_fit_updates=3)
 FULL = dict(ks=(6, 50, 200, 500), fit_updates=400, batches=64, var_seeds=4, curve_steps=2_000_000,
-            brax_steps=5_000_000, brax_samples=(64, 16, 8), brax_mc=32, oracle_samples=4096)
+            brax_steps=5_000_000, brax_samples=(64, 16, 8), brax_mc=32, oracle_samples=4096,
+            one_step_fit_updates=400, one_step_var_seeds=4)
 SYNTH = dict(num_envs=32, unroll_length=50, lr=3e-3, reward_scaling=0.01, max_grad_norm=10.0,
              policy_layers=(64, 64), value_layers=(64, 64), num_evals=6, eval_envs=16)
 SYNTH_QUICK = dict(num_envs=8, policy_layers=(16,), value_layers=(16,), num_evals=2, eval_envs=4)
@@ -52,6 +59,8 @@ BRAX = dict(num_envs=32, unroll_length=64, lr=3e-4, reward_scaling=0.1, init_log
             value_layers=(64, 64), num_evals=6, eval_envs=16)
 BRAX_QUICK = dict(num_envs=8, unroll_length=20, policy_layers=(16,), value_layers=(16,),
                   num_evals=2, eval_envs=2)
+# the one-step task: rewards x 0.01 x 50 (the default horizon) keep the targets' scale
+ONE_STEP_REWARD_SCALING = 0.5
 CURVE_BASELINES = ("none", "state", "factorised", "linear")
 BRAX_BASELINES = ("state", "factorised")
 
@@ -120,8 +129,9 @@ def _trace_var(g: np.ndarray) -> float:
     return float(g.var(0, ddof=1).sum())
 
 
-def variance_by_dim(p: dict, synth: dict, seed: int) -> dict:
-    """variance_ratio_by_dim: {A: ratio, CI, per-seed ratios, variances per baseline}."""
+def variance_by_dim(p: dict, synth: dict, seed: int, one_step: bool = False) -> dict:
+    """variance_ratio_by_dim: {A: ratio, CI, per-seed ratios, variances per baseline}; with
+    `one_step` the same on the one-step task (variance_ratio_by_dim_one_step, + linear)."""
     import jax
 
     from rlx.algos import factorised as fa
@@ -129,13 +139,20 @@ def variance_by_dim(p: dict, synth: dict, seed: int) -> dict:
 
     out = {}
     rng = np.random.default_rng(seed)
+    if one_step:
+        synth = {**synth, "unroll_length": p["one_step_unroll"],
+                 "reward_scaling": ONE_STEP_REWARD_SCALING}
+    fit_updates = p["one_step_fit_updates"] if one_step else p["fit_updates"]
+    var_seeds = p["one_step_var_seeds"] if one_step else p["var_seeds"]
+    env_kw = dict(horizon=1, horizon_terminates=True) if one_step else {}
     for k in p["ks"]:
-        cfg = fa.FactorisedConfig(env=f"multiaction_point_k{k}",
-                                  baselines=("none", "state", "factorised"), **synth)
-        env = MultiactionPointEnv(k=k, observe_time=True)
+        names = ("none", "state", "factorised") + (
+            ("linear",) if one_step and 2 * k <= fa.LINEAR_MAX_ACTIONS else ())
+        cfg = fa.FactorisedConfig(env=f"multiaction_point_k{k}", baselines=names, **synth)
+        env = MultiactionPointEnv(k=k, observe_time=True, **env_kw)
         per_seed, var, grads = [], {b: [] for b in cfg.candidates}, []
-        for s in range(p["var_seeds"]):
-            g = fa.estimator_samples(cfg, jax.random.PRNGKey(1000 * seed + s), p["fit_updates"],
+        for s in range(var_seeds):
+            g = fa.estimator_samples(cfg, jax.random.PRNGKey(1000 * seed + s), fit_updates,
                                      p["batches"], env)
             g = {b: np.asarray(x, np.float64) for b, x in g.items()}
             for b in g:
@@ -156,7 +173,12 @@ def variance_by_dim(p: dict, synth: dict, seed: int) -> dict:
                            "ratio_per_seed": per_seed,
                            "variance": {b: float(np.mean(v)) for b, v in var.items()},
                            "state_over_none": float(np.mean(var["state"]) / np.mean(var["none"]))}
-        print(f"[variance] A = {2 * k}: state / factorised = {pooled:.4f} "
+        if one_step:
+            out[str(2 * k)].update(horizon=1, fit_updates=fit_updates)
+            if "linear" in var:
+                out[str(2 * k)]["state_over_linear"] = float(np.mean(var["state"])
+                                                             / np.mean(var["linear"]))
+        print(f"[variance{' one-step' if one_step else ''}] A = {2 * k}: state / factorised = {pooled:.4f} "
               f"(95% CI {out[str(2 * k)]['ci95'][0]:.4f}-{out[str(2 * k)]['ci95'][1]:.4f}); "
               f"state / none = {out[str(2 * k)]['state_over_none']:.3f}")
     return out
@@ -346,11 +368,18 @@ def main(argv: list[str] | None = None) -> dict:
     def stage(name):
         stages[name] = round(time.time() - t0 - sum(stages.values()), 1)
 
-    p_var = {k_: v for k_, v in p.items() if not k_.startswith("oracle")}
+    p_var = {k_: v for k_, v in p.items() if not k_.startswith(("oracle", "one_step"))}
     var, reused_v = _cached(out / "variance.json", {"p": p_var, "synth": synth, "seed": args.seed},
                             lambda: variance_by_dim(p, synth, args.seed))
     stage("variance")
-    oracle, _ = _cached(out / "oracle.json", {"p": p, "synth": synth, "seed": args.seed},
+    p_one = {k_: v for k_, v in p.items() if k_ in ("ks", "batches") or k_.startswith("one_step")}
+    var_one, _ = _cached(out / "variance_one_step.json",
+                         {"p": p_one, "synth": synth, "seed": args.seed,
+                          "reward_scaling": ONE_STEP_REWARD_SCALING},
+                         lambda: variance_by_dim(p, synth, args.seed, one_step=True))
+    stage("variance_one_step")
+    p_or = {k_: v for k_, v in p.items() if not k_.startswith("one_step")}
+    oracle, _ = _cached(out / "oracle.json", {"p": p_or, "synth": synth, "seed": args.seed},
                         lambda: oracle_by_dim(p, synth, args.seed))
     stage("oracle")
     lqg_dec, _ = _cached(out / "lqg.json", {"p": p["lqg_samples"], "t": args.lqg_t,
@@ -417,6 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
         "final_return_is": "synthetic task, factorised baseline, mean over seeds",
         "params_digest": ",".join(digests), "seeds": seeds, "stage_s": stages,
         "variance_ratio_by_dim": var, "variance_reused": reused_v,
+        "variance_ratio_by_dim_one_step": var_one,
         "oracle_variance_ratio_by_dim": oracle,
         "decomposition": decomposition, "curves": curve, "paper_claims": PAPER_CLAIMS,
         "settings": {k_: list(v) if isinstance(v, tuple) else v for k_, v in p.items()},
@@ -429,12 +459,13 @@ def main(argv: list[str] | None = None) -> dict:
     logging.write_metrics(out, rows)
     logging.plot_panels(out / "learning_curves.png", panels, "env steps per member",
                         "eval return (deterministic)")
-    _plot_variance(out, var, decomposition, oracle)
+    _plot_variance(out, var, decomposition, oracle, var_one)
     print(f"done in {wall:.0f}s; outputs in {out}")
     return summary
 
 
-def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | None = None) -> None:
+def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | None = None,
+                   var_one: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -446,7 +477,7 @@ def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | Non
     r = np.array([var[a]["ratio"] for a in dims])
     ci = np.array([var[a]["ci95"] for a in dims]).T
     axes[0].errorbar(x, r, yerr=[r - ci[0], ci[1] - r], marker="o", capsize=3,
-                     label="learned baselines (GAE)")
+                     label="learned baselines (GAE), horizon 50")
     for key, label in (("task", "optimal baselines (MC)"), ("one_step", "optimal, one-step task")):
         if not oracle:
             break
@@ -455,12 +486,19 @@ def _plot_variance(out: Path, var: dict, decomposition: dict, oracle: dict | Non
         ci_o = np.array([d["ci95"] for d in o]).T
         axes[0].errorbar(x, r_o, yerr=[r_o - ci_o[0], ci_o[1] - r_o], marker="s", capsize=3,
                          label=label)
-    if oracle:
+    if var_one:
+        r_1 = np.array([var_one[a]["ratio"] for a in dims])
+        ci_1 = np.array([var_one[a]["ci95"] for a in dims]).T
+        axes[0].errorbar(x, r_1, yerr=[r_1 - ci_1[0], ci_1[1] - r_1], marker="^", capsize=3,
+                         label="learned, one-step task")
+    if oracle or var_one:
         axes[0].set_yscale("log")
         axes[0].legend(fontsize=7)
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].set(xscale="log", xlabel="action dimension A = d k",
                 ylabel="Var[state] / Var[factorised]", title="multiaction_point (95% CI)")
+    axes[0].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[0].set_xticks(x, [str(v) for v in x])
     names = ("none", "state", "factorised")
     width = 0.8 / len(decomposition)
     for j, (task, d) in enumerate(decomposition.items()):

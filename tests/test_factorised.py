@@ -39,6 +39,12 @@ def test_multiaction_point_by_hand():
                     jax.random.PRNGKey(3), 6)
     assert bool(tr.truncated[2].all()) and not bool(tr.done[:2].any())
     np.testing.assert_allclose(tr.obs[1, :, 1], 1 / 3, rtol=1e-6)
+    # a finite horizon that terminates (no bootstrap past it): same steps, flags swapped
+    env3 = MultiactionPointEnv(d=1, k=2, horizon=3, observe_time=True, horizon_terminates=True)
+    _, tr3 = rollout(env3, random_policy(env3), reset(env3, jax.random.PRNGKey(2), 4),
+                     jax.random.PRNGKey(3), 6)
+    np.testing.assert_array_equal(tr3.reward, tr.reward)
+    assert bool(tr3.terminated[2].all()) and not bool(tr3.truncated.any())
     with pytest.raises(ValueError, match="k=0"):
         MultiactionPointEnv(k=0)
     with pytest.raises(ValueError, match="multiaction_point_k0"):
@@ -154,6 +160,10 @@ def test_experiment_quick_and_resume(tmp_path, capsys):
         assert k in s
     r = s["variance_ratio_by_dim"]["4"]
     assert r["ci95"][0] <= r["ratio"] <= r["ci95"][1] and r["ratio"] > 0
+    r1 = s["variance_ratio_by_dim_one_step"]["4"]
+    assert r1["ci95"][0] <= r1["ratio"] <= r1["ci95"][1] and r1["horizon"] == 1
+    assert set(r1["variance"]) == {"none", "state", "factorised", "linear"}
+    assert r1["variance"]["state"] != r["variance"]["state"]  # a different task
     o = s["oracle_variance_ratio_by_dim"]["4"]
     assert o["ratio"] > 0 and o["one_step"]["sigma_tau"] == 0.0 and o["horizon"] == 50
     lqg = s["decomposition"]["lqg"]

@@ -11,7 +11,10 @@ The episode terminates when every |s_c| < `goal_tol` and is truncated after `hor
 per dimension: rlx actions live in [-1, 1] and `action_scale` 0.1 maps them there. The
 authors' code subtracts the squared norm; the paper's description is -||s|| - 1 (the default).
 With `observe_time` the observation is [s, t / horizon] (a finite-horizon task: baselines need
-the time left, as rllab's linear-feature baseline has it).
+the time left, as rllab's linear-feature baseline has it). With `horizon_terminates` reaching the
+horizon *terminates* the episode (the horizon is part of the task: nothing to bootstrap past
+it, as rllab treats a finite horizon) instead of truncating it (rlx's time-limit default: the
+learners bootstrap from the final observation's value).
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ class MultiactionPointEnv(Env):
     name = "multiaction_point"
 
     def __init__(self, d: int = 2, k: int = 1, horizon: int = 50, action_scale: float = 0.1,
-                 goal_tol: float = 0.01, squared: bool = False, observe_time: bool = False):
+                 goal_tol: float = 0.01, squared: bool = False, observe_time: bool = False,
+                 horizon_terminates: bool = False):
         if d < 1 or k < 1 or horizon < 1 or not action_scale > 0 or not goal_tol >= 0:
             raise ValueError(f"MultiactionPointEnv needs d, k, horizon >= 1, action_scale > 0, "
                              f"goal_tol >= 0; got d={d}, k={k}, horizon={horizon}, "
                              f"action_scale={action_scale}, goal_tol={goal_tol}")
         self.d, self.k = int(d), int(k)
         self.action_scale, self.goal_tol, self.squared = float(action_scale), float(goal_tol), squared
-        self.observe_time = observe_time
+        self.observe_time, self.horizon_terminates = observe_time, bool(horizon_terminates)
         self.obs_shape = (self.d + int(observe_time),)
         self.action_spec = ActionSpec(discrete=False, size=self.d * self.k)
         self.max_episode_steps = int(horizon)
@@ -64,6 +68,8 @@ class MultiactionPointEnv(Env):
         s_next = s + self.coordinate_push(action)
         terminated = jnp.all(jnp.abs(s_next) < self.goal_tol)
         truncated = time >= self.max_episode_steps
+        if self.horizon_terminates:
+            terminated, truncated = jnp.logical_or(terminated, truncated), jnp.zeros_like(truncated)
         done = jnp.logical_or(terminated, truncated)
         s0 = jax.random.uniform(key, (self.d,), jnp.float32, -1.0, 1.0)
         s_new = jnp.where(done, s0, s_next)
