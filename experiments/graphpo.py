@@ -53,10 +53,10 @@ TASKS = {
                        graph=dict(widths=(6, 10), frontier=(1, 6))),
     "countdown4": dict(numbers=4, budget=160, group_size=12,
                        tree=dict(chains=4, forks=2, branches=2),
-                       graph=dict(widths=(6, 8, 8), frontier=(1, 6, 8))),
+                       graph=dict(widths=(6, 10, 10), frontier=(1, 6, 8))),
 }
 DEFAULT = dict(layers=2, width=64, heads=4, prompts_per_update=16, epochs=1, minibatches=4,
-               lr=1e-4, updates=160, num_evals=5, eval_prompts=256, eval_samples=4)
+               lr=1e-4, updates=160, num_evals=9, eval_prompts=256, eval_samples=4)
 SFT_STEPS = {"countdown3": 3000, "countdown4": 3000}
 SFT_LR = 2e-3
 SFT_NOISE = 0.5
