@@ -3,12 +3,10 @@ changes the policy and the duals and keeps no entropy temperature; MPO learns Pe
 lr 0 does not."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import disk_compile_cache  # noqa: F401  (fixture)
-from rlx import runner
+from helpers import disk_compile_cache, pendulum_lr_and_lr0  # noqa: F401  (fixture)
 from rlx.algos import sac
 from rlx.losses import mpo
 
@@ -48,21 +46,7 @@ def test_mpo_learns_pendulum_and_lr_zero_does_not():
     """MPO (8 action samples, Acme's KL settings) on Pendulum-v1 (random policy about -1200):
     two members in one program, the second with lr 0, must end far apart (here about -170 and
     -1370 after 6k steps)."""
-    sac.register_mpo("mpo_learn_test", mpo.MPOConfig(num_samples=8))
-    try:
-        cfg = sac.SACConfig(env="Pendulum-v1", total_steps=6_000, num_envs=8, batch_size=128,
-                            grad_updates_per_step=8, min_replay_size=1_024, max_replay_size=8_000,
-                            gamma=0.99, lr=2e-3, reward_scaling=0.1, actor_layers=(64, 64),
-                            critic_layers=(64, 64), num_evals=3, eval_envs=16,
-                            actor_loss="mpo_learn_test")
-        trainer = sac.make_train(cfg)
-    finally:
-        sac.ACTOR_LOSSES.pop("mpo_learn_test")
-        sac.ACTOR_EXTRAS.pop("mpo_learn_test")
-    hp = jax.tree.map(lambda x: jnp.stack([x, x]), cfg.hparams())
-    hp = hp.replace(lr=jnp.array([cfg.lr, 0.0]))
-    res = runner.run(trainer, jnp.stack([jax.random.PRNGKey(1)] * 2), None, hparams=hp,
-                     progress=False)
+    res = pendulum_lr_and_lr0(sac.register_mpo, "mpo_learn_test", mpo.MPOConfig(num_samples=8), 6_000)
     final = res.eval["eval_return"][-1]
     assert final[0] > -600, final
     assert final[1] < -900, final

@@ -5,11 +5,10 @@ target actor and learned duals."""
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import disk_compile_cache  # noqa: F401  (fixture)
+from helpers import disk_compile_cache, pendulum_lr_and_lr0  # noqa: F401  (fixture)
 from rlx import runner
 from rlx.algos import sac
 from rlx.losses import wpo
@@ -58,21 +57,7 @@ def test_wpo_learns_pendulum_and_lr_zero_does_not():
     """WPO (8 action samples, Acme's KL settings) on Pendulum-v1 (random policy about -1200):
     two members in one program, the second with lr 0, must end far apart (here about -140 and
     -1200)."""
-    sac.register_wpo("wpo_learn_test", wpo.WPOConfig(num_samples=8))
-    try:
-        cfg = sac.SACConfig(env="Pendulum-v1", total_steps=8_000, num_envs=8, batch_size=128,
-                            grad_updates_per_step=8, min_replay_size=1_024, max_replay_size=8_000,
-                            gamma=0.99, lr=2e-3, reward_scaling=0.1, actor_layers=(64, 64),
-                            critic_layers=(64, 64), num_evals=3, eval_envs=16,
-                            actor_loss="wpo_learn_test")
-        trainer = sac.make_train(cfg)
-    finally:
-        sac.ACTOR_LOSSES.pop("wpo_learn_test")
-        sac.ACTOR_EXTRAS.pop("wpo_learn_test")
-    hp = jax.tree.map(lambda x: jnp.stack([x, x]), cfg.hparams())
-    hp = hp.replace(lr=jnp.array([cfg.lr, 0.0]))
-    res = runner.run(trainer, jnp.stack([jax.random.PRNGKey(1)] * 2), None, hparams=hp,
-                     progress=False)
+    res = pendulum_lr_and_lr0(sac.register_wpo, "wpo_learn_test", wpo.WPOConfig(num_samples=8), 8_000)
     final = res.eval["eval_return"][-1]
     assert final[0] > -600, final
     assert final[1] < -900, final

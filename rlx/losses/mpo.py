@@ -45,7 +45,8 @@ import optax
 
 from rlx import distributions
 from rlx.losses.sac import HEAD
-from rlx.losses.wpo import (MIN_LOG_ALPHA, PolicyFn, decoupled_kl, kl_penalty_and_dual_loss,
+from rlx.losses.wpo import (MIN_LOG_ALPHA, EngineActorUpdate, PolicyFn, decoupled_kl,
+                            initial_extra, kl_penalty_and_dual_loss, periodic_target,
                             tanh_gaussian_policy)
 from rlx.optim import optimizer_step
 
@@ -204,15 +205,7 @@ def mpo_loss(params: Params, duals: MPODuals, target_params: Params, policy_fn: 
 
 # ---- the off-policy engine's actor hook --------------------------------------------------------
 
-class EngineMPO(NamedTuple):
-    """MPO as an actor update of the off-policy engine (`rlx.algos.sac`, `actor_loss="mpo"`):
-    loss(actor_params, apply_fn, obs [B, O], key, q_fn, ctx) -> (loss, metrics);
-    init_extra(actor_params, action_size) -> extra; update_extra(extra, new actor params, the
-    loss's metrics, step) -> extra. extra = {"target_actor", "duals", "dual_opt"}."""
-
-    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-    init_extra: Callable[[Params, int], Any]
-    update_extra: Callable[[Any, Params, dict[str, jax.Array], jax.Array], Any]
+EngineMPO = EngineActorUpdate  # MPO's (config `actor_loss="mpo"`)
 
 
 def engine_mpo(config: MPOConfig = MPOConfig(), target_update_period: int = 100) -> EngineMPO:
@@ -259,14 +252,11 @@ def engine_mpo(config: MPOConfig = MPOConfig(), target_update_period: int = 100)
         return value, jax.lax.stop_gradient(metrics)
 
     def init_extra(actor_params: Params, action_size: int) -> dict[str, Any]:
-        duals = init_duals(action_size, config)
-        return {"target_actor": actor_params, "duals": duals, "dual_opt": dual_tx.init(duals)}
+        return initial_extra(actor_params, init_duals(action_size, config), dual_tx)
 
     def update_extra(extra: dict[str, Any], actor_params: Params, metrics: dict[str, jax.Array],
                      step: jax.Array) -> dict[str, Any]:
-        copy = (step + 1) % target_update_period == 0
-        target = jax.tree.map(lambda new, old: jnp.where(copy, new, old), actor_params,
-                              extra["target_actor"])
+        target = periodic_target(actor_params, extra["target_actor"], step, target_update_period)
         grads = jax.grad(dual_loss)(extra["duals"], metrics["_q"], metrics["_kl_mean"][None],
                                     metrics["_kl_std"][None], config)
         duals, dual_opt, _ = optimizer_step(dual_tx, extra["duals"], extra["dual_opt"], grads)

@@ -313,17 +313,34 @@ def tanh_gaussian_policy(apply_fn: Callable[[Params, jax.Array], jax.Array]) -> 
     return policy
 
 
-class EngineWPO(NamedTuple):
-    """WPO as an actor update of the off-policy engine (`rlx.algos.sac`, config `actor_loss="wpo"`).
-
-    loss(actor_params, apply_fn, obs [B, O], key, q_fn, ctx) -> (loss, metrics): the hook;
-    init_extra(actor_params, action_size) -> extra; update_extra(extra, new actor params, the
-    loss's metrics, step) -> extra. extra = {"target_actor", "duals", "dual_opt"}.
+class EngineActorUpdate(NamedTuple):
+    """An actor update of the off-policy engine (`rlx.algos.sac`) with a target actor and dual
+    variables (WPO, MPO): loss(actor_params, apply_fn, obs [B, O], key, q_fn, ctx) -> (loss,
+    metrics): the hook; init_extra(actor_params, action_size) -> extra; update_extra(extra, new
+    actor params, the loss's metrics, step) -> extra. extra = {"target_actor", "duals",
+    "dual_opt"}.
     """
 
     loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
     init_extra: Callable[[Params, int], Any]
     update_extra: Callable[[Any, Params, dict[str, jax.Array], jax.Array], Any]
+
+
+EngineWPO = EngineActorUpdate  # WPO's (config `actor_loss="wpo"`)
+
+
+def initial_extra(actor_params: Params, duals: Any, dual_tx: optax.GradientTransformation
+                  ) -> dict[str, Any]:
+    """extra of an `EngineActorUpdate` at the start: the target actor is the actor."""
+    return {"target_actor": actor_params, "duals": duals, "dual_opt": dual_tx.init(duals)}
+
+
+def periodic_target(actor_params: Params, target: Params, step: jax.Array, period: int
+                    ) -> Params:
+    """The target actor after optimiser step `step`: a copy of the actor every `period` steps
+    ((step + 1) % period == 0), else unchanged."""
+    copy = (step + 1) % period == 0
+    return jax.tree.map(lambda new, old: jnp.where(copy, new, old), actor_params, target)
 
 
 def engine_wpo(config: WPOConfig = WPOConfig(), target_update_period: int = 100) -> EngineWPO:
@@ -377,14 +394,11 @@ def engine_wpo(config: WPOConfig = WPOConfig(), target_update_period: int = 100)
         return value, jax.lax.stop_gradient(metrics)
 
     def init_extra(actor_params: Params, action_size: int) -> dict[str, Any]:
-        duals = init_duals(action_size, config)
-        return {"target_actor": actor_params, "duals": duals, "dual_opt": dual_tx.init(duals)}
+        return initial_extra(actor_params, init_duals(action_size, config), dual_tx)
 
     def update_extra(extra: dict[str, Any], actor_params: Params, metrics: dict[str, jax.Array],
                      step: jax.Array) -> dict[str, Any]:
-        copy = (step + 1) % target_update_period == 0
-        target = jax.tree.map(lambda new, old: jnp.where(copy, new, old), actor_params,
-                              extra["target_actor"])
+        target = periodic_target(actor_params, extra["target_actor"], step, target_update_period)
         duals, dual_opt = extra["duals"], extra["dual_opt"]
         if config.dual_loss_scale > 0:
             def dual_loss(d: Duals) -> jax.Array:
@@ -405,4 +419,5 @@ def engine_wpo(config: WPOConfig = WPOConfig(), target_update_period: int = 100)
 __all__ = ["sample_actions", "action_gradients", "squash", "gaussian_wpo_direction", "wpo_exact_direction", "natural_gradient_scaling",
            "wpo_surrogate", "gaussian_wpo_surrogate", "decoupled_kl", "kl_penalty_and_dual_loss",
            "Duals", "WPOConfig", "init_duals", "clip_duals", "wpo_loss", "SQUASHES",
-           "tanh_gaussian_policy", "EngineWPO", "engine_wpo"]
+           "tanh_gaussian_policy", "EngineActorUpdate", "EngineWPO", "initial_extra",
+           "periodic_target", "engine_wpo"]
