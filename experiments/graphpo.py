@@ -20,8 +20,9 @@ numbers, where states are many and merge less often):
    merging saved.
 3. Training: `rlx.algos.grpo` with each structure (`StructureConfig`: chain = GRPO's group,
    tree = TreeRL's EPTree, graph = GraphPO's frontier of unique states), the same budget of
-   generated tokens per prompt, the same loss (GRPO's clipped surrogate on per-token
-   advantages), seeds as one vmapped program per structure. Held-out accuracy (sampled
+   generated tokens per prompt, the same loss (GRPO's clipped surrogate and KL on per-token
+   advantages, token-mean aggregation: `loss_params`), seeds as one vmapped program per
+   structure. Held-out accuracy (sampled
    completions, as `experiments.llm_rl` measures it) against generated tokens.
 """
 
@@ -50,10 +51,10 @@ PAPER_CLAIMS = {
 TASKS = {
     "countdown3": dict(numbers=3, budget=96, group_size=12,
                        tree=dict(chains=4, forks=2, branches=2),
-                       graph=dict(widths=(6, 10), frontier=(1, 6))),
+                       graph=dict(widths=(6, 10), frontier=(1, 6), fill=8)),
     "countdown4": dict(numbers=4, budget=160, group_size=12,
                        tree=dict(chains=4, forks=2, branches=2),
-                       graph=dict(widths=(6, 10, 10), frontier=(1, 6, 8))),
+                       graph=dict(widths=(6, 10, 10), frontier=(1, 6, 8), fill=8)),
 }
 DEFAULT = dict(layers=2, width=64, heads=4, prompts_per_update=16, epochs=1, minibatches=4,
                lr=1e-4, updates=160, num_evals=9, eval_prompts=256, eval_samples=4)
@@ -80,6 +81,16 @@ class Args:
     sft_steps: int | None = None  # default: per task
     full: bool = False  # larger model and batch, longer runs (a GPU job)
     seed: int = 0
+
+
+def loss_params():
+    """GRPO's clipped surrogate, std-scaled advantages and k3 KL (0.04), with every trained token
+    weighted alike (token mean over the batch, `aggregation` 0): rows of a tree or a graph are
+    segments of unequal length, so GRPO's per-sequence mean would weight a structure's tokens by
+    how it cuts them into rows."""
+    from rlx.losses import sequence as seq
+
+    return seq.loss_params("grpo", aggregation=0.0)
 
 
 def check_args(args) -> None:
@@ -236,9 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
             trainer = grpo.make_train(cfg, params)
             print(f"[{t}/{s}] {args.seeds} seeds x {cfg.updates} updates of "
                   f"{cfg.prompts_per_update} prompts x {cfg.structure.budget} tokens")
-            res = common.exit_on_value_error(lambda trainer=trainer, s=s: runner.run(
-                trainer, keys, out / t / s, devices=args.devices,
-                progress=not args.no_progress))
+            res = common.exit_on_value_error(lambda trainer=trainer, s=s, cfg=cfg: runner.run(
+                trainer, keys, out / t / s, hparams=cfg.hparams(loss_params()),
+                devices=args.devices, progress=not args.no_progress))
             acc = np.asarray(res.eval["accuracy"])  # [evals, seeds]
             tokens = np.asarray(res.train["tokens"])  # [updates, seeds], per prompt
             spent = float(tokens.sum(0).mean() * cfg.prompts_per_update)

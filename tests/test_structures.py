@@ -2,6 +2,7 @@
 graph merging on Countdown states, tree prefix copies (the jit + vmap smoke test with the real
 lm.sample is tests/test_structures_lm.py)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -251,6 +252,23 @@ def test_graph_spread_deals_a_level_round_robin_over_its_unique_states():
     assert int(jnp.sum(per_state.edge_valid[0] & (per_state.edge_tail[0] == 1))) == 2
     assert int(spread.spent[0]) > int(per_state.spent[0])
     _check_partition(spread)
+
+
+def test_graph_fill_spends_what_dead_paths_leave_of_the_budget():
+    # every level-0 step is invalid from {1,2,3} ("9+9=18;"): nothing to expand, a terminal edge
+    dead = fake_sampler([_enc("9+9=18;<eos>")])
+    args = (jax.random.key(0), _prompts(1), 30, T, EOS, (SEMI,), REWARD, STATE)
+    spec = S.GraphSpec(widths=(2, 2), frontier=(1, 2), spread=True)
+    r0 = ROLL(spec, dead, *args)
+    r = ROLL(dataclasses.replace(spec, fill=3), dead, *args)
+    # level 0: 2 x 7 tokens, level 1: nothing; fill: 8 + 8 (with eos), the third row over budget
+    assert int(r0.spent[0]) == 14 and int(r.spent[0]) == 30
+    assert r.edge_tail[0].tolist()[-3:] == [0, 0, 0] and r.edge_head[0].tolist()[-3:] == [-1] * 3
+    assert r.edge_valid[0].tolist()[-3:] == [True, True, False]
+    np.testing.assert_array_equal(r.tokens[0, :4], r0.tokens[0])  # the levels are unchanged
+    _check_partition(r)
+    with pytest.raises(ValueError, match="fill"):
+        S.GraphSpec((2,), (1,), fill=-1)
 
 
 def test_specs_reject_bad_values():

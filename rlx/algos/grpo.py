@@ -60,8 +60,9 @@ class StructureConfig:
           from each row's `forks` highest-entropy tokens (TreeRL advantages).
     graph: GraphPO: level l (one per Countdown step; the last runs to eos) expands up to
            `frontier[l]` unique canonical states (`countdown_states`) with `widths[l]` one-step
-           samples in all, dealt round-robin over them (`GraphSpec(spread=True)`); dual-group
-           advantages, the efficiency term weighted by `eff_weight`.
+           samples in all, dealt round-robin over them (`GraphSpec(spread=True)`), then `fill`
+           independent completions for what paths that died early leave of the budget;
+           dual-group advantages, the efficiency term weighted by `eff_weight`.
     """
 
     kind: str = "chain"
@@ -72,6 +73,7 @@ class StructureConfig:
     rounds: int = 1
     widths: tuple[int, ...] = (6, 10)
     frontier: tuple[int, ...] = (1, 6)
+    fill: int = 4  # graph: independent completions that spend what dead paths leave
     eff_weight: float = 0.1
 
     @property
@@ -88,6 +90,8 @@ class StructureConfig:
         if self.kind != "chain" and self.budget < 1:
             raise ValueError(f"StructureConfig.budget must be >= 1 for kind {self.kind!r}, got "
                              f"{self.budget}")
+        if isinstance(self.fill, bool) or not isinstance(self.fill, int) or self.fill < 0:
+            raise ValueError(f"StructureConfig.fill must be an int >= 0, got {self.fill!r}")
         for name in ("chains", "forks", "branches", "rounds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -310,7 +314,7 @@ def make_structured_rollout(config: GRPOConfig, draw: Callable[..., lm.Sample]
                                         branches=structure.branches, rounds=structure.rounds),
             "graph": lambda: st.GraphSpec(widths=tuple(structure.widths),
                                           frontier=tuple(structure.frontier),
-                                          spread=True)}[structure.kind]()
+                                          spread=True, fill=structure.fill)}[structure.kind]()
     stop_ids = (task.vocab.id(";"),) if task.name == "countdown" else ()
     state_fn = ((lambda problem, comp, cmask: countdown_states(task, problem, comp, cmask))
                 if structure.kind == "graph" else None)

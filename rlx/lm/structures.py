@@ -194,11 +194,15 @@ class GraphSpec:
     widths[l] samples in all, dealt round-robin over the level's unique states (sample j
     continues state j mod count): when paths merge into fewer states, each gets more
     continuations, so the budget moves from re-exploring a state to exploring the ones there are
-    (GraphPO's budget argument), and a level spends the same tokens however much merged."""
+    (GraphPO's budget argument), and a level spends the same tokens however much merged.
+    `fill` independent completions from the prompt come last (root -> terminal edges, like a
+    chain's): what a graph whose paths died early (invalid steps) leaves of the budget is spent
+    there, so every structure spends its budget; past the budget they count nothing."""
 
     widths: tuple[int, ...]
     frontier: tuple[int, ...]
     spread: bool = False
+    fill: int = 0  # after the levels: this many independent completions from the prompt
 
     def __post_init__(self):
         w, f = tuple(self.widths), tuple(self.frontier)
@@ -210,6 +214,9 @@ class GraphSpec:
                 _positive("GraphSpec", name, x)
         if f[0] != 1:
             raise ValueError(f"GraphSpec.frontier[0]={f[0]!r} must be 1 (the root)")
+        if isinstance(self.fill, bool) or not isinstance(self.fill, (int, np.integer)) \
+                or self.fill < 0:
+            raise ValueError(f"GraphSpec.fill={self.fill!r} must be an int >= 0")
         object.__setattr__(self, "widths", w)
         object.__setattr__(self, "frontier", f)
 
@@ -220,8 +227,8 @@ class GraphSpec:
     @property
     def rows(self) -> int:
         if self.spread:
-            return sum(self.widths)
-        return sum(f * w for f, w in zip(self.frontier, self.widths))
+            return sum(self.widths) + self.fill
+        return sum(f * w for f, w in zip(self.frontier, self.widths)) + self.fill
 
     @property
     def edges(self) -> int:
@@ -505,6 +512,15 @@ def _graph(spec: GraphSpec, sample_fn, key, prompts, budget, T, eos_id, stop_ids
             rep = (g(tok), g(mask), g(lp), g(ent))
             rep_len = jnp.take_along_axis(f + seglen, rep_idx, axis=1)
         levels.append((tok, mask, lp, ent, own, counted, tail, head, terminal))
+    if spec.fill:  # the rest of the budget: independent completions from the prompt
+        n = spec.fill
+        pt, pm = _repeat_prompts(prompts, n)
+        c, cm, clp, cent = (x.reshape(P, n, T) for x in _sample(
+            sample_fn, jax.random.fold_in(key, L), pt, pm, T))  # the level keys stay as they were
+        counted, _, used = _count(cm, budget, used)
+        levels.append((jnp.where(cm, c, PAD), cm, clp, cent, cm, counted,
+                       jnp.zeros((P, n), jnp.int32), jnp.full((P, n), -1, jnp.int32),
+                       jnp.ones((P, n), bool)))
     tok, mask, lp, ent, own, counted, tail, head, terminal = (
         jnp.concatenate(xs, axis=1) for xs in zip(*levels))
     M = tok.shape[1]
