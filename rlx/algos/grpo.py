@@ -443,22 +443,8 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         metrics["states"] = jnp.mean(rm["states"].astype(jnp.float32))
         return jax.tree.map(lambda x: x.reshape((P, M) + x.shape[1:]), batch), metrics
 
-    def update(state: GRPOState) -> tuple[GRPOState, Metrics]:
-        hp = state.hparams
-        key, k_prompt, k_sample, k_sgd = jax.random.split(state.key, 4)
-        if structure.structured:
-            batch, rollout_metrics = structured_rollout(state, hp, k_prompt, k_sample)
-            tx = optimizer(hp, config.max_grad_norm)
-            params, opt_state, aux = sgd(lambda p, mb, k: loss_fn(p, mb, k, hp), tx,
-                                         state.params, state.opt_state, batch, k_sgd,
-                                         config.epochs,
-                                         0 if config.minibatches == 1 else config.minibatches)
-            new = state.replace(params=params, opt_state=opt_state, key=key,
-                                update=state.update + 1)
-            metrics = {k: v.mean() for k, v in aux.items()}
-            metrics.update(rollout_metrics, ratio_max=aux["ratio_max"].max())
-            report(on_update, new.update, metrics["reward"], new)
-            return new, metrics
+    def group_rollout(state: GRPOState, hp: GRPOHParams, k_prompt, k_sample):
+        """G completions per prompt, group advantages: (batch [prompts, G, ...], metrics)."""
         pr = task.prompts(k_prompt, config.prompts_per_update, "train")
         prompts, pmask, problem = (jnp.repeat(x, G, axis=0) for x in (pr.tokens, pr.mask,
                                                                      pr.problem))
@@ -476,19 +462,25 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
         batch = SequenceBatch(tokens=s.tokens, mask=mask, completion_mask=s.completion_mask,
                               behaviour_log_prob=s.log_probs, ref_log_prob=ref_lp,
                               advantages=adv)
-        batch = jax.tree.map(lambda x: x.reshape((-1, G) + x.shape[1:]), batch)  # [prompts, G, ...]
+        metrics = {"reward": rewards.mean(),
+                   "response_length": s.completion_mask.sum(1).astype(jnp.float32).mean()}
+        for name, fn in (score_fns or {}).items():
+            metrics[f"score_{name}"] = jnp.mean(
+                fn(problem, s.tokens, mask, s.completion, s.completion_mask))
+        return jax.tree.map(lambda x: x.reshape((-1, G) + x.shape[1:]), batch), metrics
+
+    def update(state: GRPOState) -> tuple[GRPOState, Metrics]:
+        hp = state.hparams
+        key, k_prompt, k_sample, k_sgd = jax.random.split(state.key, 4)
+        rollout = structured_rollout if structure.structured else group_rollout
+        batch, rollout_metrics = rollout(state, hp, k_prompt, k_sample)
         tx = optimizer(hp, config.max_grad_norm)
         params, opt_state, aux = sgd(lambda p, mb, k: loss_fn(p, mb, k, hp), tx, state.params,
                                      state.opt_state, batch, k_sgd, config.epochs,
                                      0 if config.minibatches == 1 else config.minibatches)
         new = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + 1)
         metrics = {k: v.mean() for k, v in aux.items()}
-        metrics.update(reward=rewards.mean(),
-                       response_length=s.completion_mask.sum(1).astype(jnp.float32).mean(),
-                       ratio_max=aux["ratio_max"].max())
-        for name, fn in (score_fns or {}).items():
-            metrics[f"score_{name}"] = jnp.mean(
-                fn(problem, s.tokens, mask, s.completion, s.completion_mask))
+        metrics.update(rollout_metrics, ratio_max=aux["ratio_max"].max())
         report(on_update, new.update, metrics["reward"], new)
         return new, metrics
 
