@@ -39,7 +39,9 @@ from flax import struct
 
 from rlx.algos.onpolicy import sgd
 from rlx.lm import model as lm
+from rlx.lm import structures as st
 from rlx.lm.tasks import TASKS, Task, countdown_states, make_task
+from rlx.losses import dag
 from rlx.losses import sequence as seq
 from rlx.optim import scale_by_global_norm_clip
 from rlx.training import Trainer, report
@@ -81,6 +83,18 @@ class StructureConfig:
         """False for plain GRPO (chain without a budget)."""
         return self.kind != "chain" or self.budget > 0
 
+    def spec(self, kind: str | None = None, group_size: int = 1) -> st.Spec:
+        """The `rlx.lm.structures` spec of `kind` (default: this config's), a chain of
+        `group_size` completions; raises ValueError naming a bad shape."""
+        kind = self.kind if kind is None else kind
+        if kind == "chain":
+            return st.ChainSpec(group=group_size)
+        if kind == "tree":
+            return st.TreeSpec(chains=self.chains, forks=self.forks, branches=self.branches,
+                               rounds=self.rounds)
+        return st.GraphSpec(widths=tuple(self.widths), frontier=tuple(self.frontier),
+                            spread=True, fill=self.fill)
+
     def validate(self, task: Task) -> None:
         if self.kind not in STRUCTURES:
             raise ValueError(f"StructureConfig.kind: unknown {self.kind!r}; valid: "
@@ -90,12 +104,8 @@ class StructureConfig:
         if self.kind != "chain" and self.budget < 1:
             raise ValueError(f"StructureConfig.budget must be >= 1 for kind {self.kind!r}, got "
                              f"{self.budget}")
-        if isinstance(self.fill, bool) or not isinstance(self.fill, int) or self.fill < 0:
-            raise ValueError(f"StructureConfig.fill must be an int >= 0, got {self.fill!r}")
-        for name in ("chains", "forks", "branches", "rounds"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"StructureConfig.{name} must be an int >= 1, got {v!r}")
+        self.spec("tree")  # the tree and graph shapes are checked by their specs
+        self.spec("graph")
         if self.kind == "graph":
             if task.name != "countdown":
                 raise ValueError(f"StructureConfig.kind='graph' needs the countdown task (its "
@@ -106,10 +116,6 @@ class StructureConfig:
                                  f"{levels} levels (one per step; the last ends at eos): widths="
                                  f"{self.widths} and frontier={self.frontier} must have {levels} "
                                  f"entries each")
-            if any(isinstance(w, bool) or not isinstance(w, int) or w < 1
-                   for w in self.widths + self.frontier) or self.frontier[0] != 1:
-                raise ValueError(f"StructureConfig: widths={self.widths} and frontier="
-                                 f"{self.frontier} must be ints >= 1 with frontier[0] == 1")
         if not (self.eff_weight >= 0):
             raise ValueError(f"StructureConfig.eff_weight must be >= 0, got {self.eff_weight!r}")
 
@@ -304,17 +310,9 @@ def make_structured_rollout(config: GRPOConfig, draw: Callable[..., lm.Sample]
     divided by the group std when `hp.loss.std_scale` is 1) mapped to the tokens; `train` marks
     the tokens trained (generated in that row, on an edge with a defined advantage).
     `draw(params, key, prompt_tokens, prompt_mask, hp) -> lm.Sample` samples completion tokens."""
-    from rlx.lm import structures as st
-    from rlx.losses import dag
-
     task = config.make_task()
     structure, T = config.structure, config.completion_length(task)
-    spec = {"chain": lambda: st.ChainSpec(group=config.group_size),
-            "tree": lambda: st.TreeSpec(chains=structure.chains, forks=structure.forks,
-                                        branches=structure.branches, rounds=structure.rounds),
-            "graph": lambda: st.GraphSpec(widths=tuple(structure.widths),
-                                          frontier=tuple(structure.frontier),
-                                          spread=True, fill=structure.fill)}[structure.kind]()
+    spec = structure.spec(group_size=config.group_size)
     stop_ids = (task.vocab.id(";"),) if task.name == "countdown" else ()
     state_fn = ((lambda problem, comp, cmask: countdown_states(task, problem, comp, cmask))
                 if structure.kind == "graph" else None)
@@ -413,7 +411,6 @@ def make_train(config: GRPOConfig, init_params: Any | None = None,
 
     structure = config.structure
     if structure.structured:
-        from rlx.lm import structures as st
         structured_fn = make_structured_rollout(config, lambda params, k, toks, tmask, hp: draw(
             params, k, toks, tmask, hp.rollout_noise, rollout_dtype, config.top_k))
 
