@@ -40,6 +40,7 @@ def orthogonal(scale: float = 1.0):
     return init
 
 
+@jax.jit  # flax traces every initialiser again on each `apply` (a shape check): jit caches it
 def _gram_schmidt(a: jax.Array) -> jax.Array:
     """Orthonormal columns spanning a's leading columns (CGS2): the Q of a = QR, diag(R) > 0."""
     n = a.shape[1]

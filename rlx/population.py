@@ -154,14 +154,19 @@ def pmap_population(fn: Callable, mesh: Mesh | None = None, axis: str = AXIS,
     s = sharding(mesh, axis)
     jitted = jax.jit(vfn, out_shardings=s, donate_argnums=0 if donate else ())
 
+    # traced under the mesh, so that values made inside the program carry the same mesh in
+    # their types as the inputs: jitted functions inside (an env's step) then trace once for
+    # every program instead of once per program
     def call(*args):
         if axis is not None:
             check_divisible(size(args), mesh)
-        return jitted(*shard(args, mesh, axis))
+        with jax.set_mesh(mesh):
+            return jitted(*shard(args, mesh, axis))
 
     def lower(*args):
         """Lower for arguments (arrays or `jax.ShapeDtypeStruct`s) placed as `call` places them."""
-        return jitted.lower(*abstract(args, mesh, axis))
+        with jax.set_mesh(mesh):
+            return jitted.lower(*abstract(args, mesh, axis))
 
     call.jitted = jitted  # type: ignore[attr-defined]
     call.lower = lower  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -92,16 +93,23 @@ class Env(abc.ABC):
         `obs` already belong to the next episode where terminated or truncated.
         """
 
+    @functools.cached_property
+    def _traced(self) -> tuple[Any, Any]:
+        """`_reset` and `_step` under `jax.jit`: JAX traces a jitted function once per input
+        shape, so every program that steps this env (init, evaluate, updates) shares one trace
+        of the physics instead of tracing it anew (seconds for Brax)."""
+        return jax.jit(self._reset), jax.jit(self._step)
+
     def reset(self, key: jax.Array) -> EnvState:
         key, sub = jax.random.split(key)
-        inner, obs = self._reset(sub)
+        inner, obs = self._traced[0](sub)
         return EnvState(inner=inner, obs=obs, key=key, time=jnp.zeros((), jnp.int32),
                         episode_return=jnp.zeros((), jnp.float32))
 
     def step(self, state: EnvState, action: jax.Array) -> tuple[EnvState, StepOut]:
         key, sub = jax.random.split(state.key)
         time = state.time + 1
-        inner, obs, reward, terminated, final_obs, truncated = self._step(
+        inner, obs, reward, terminated, final_obs, truncated = self._traced[1](
             sub, state.inner, action, time)
         reward = jnp.asarray(reward, jnp.float32)
         terminated = jnp.asarray(terminated).astype(bool)

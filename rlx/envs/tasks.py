@@ -37,6 +37,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rlx.envs.adapters import brax_obs_shape
 from rlx.envs.base import ActionSpec, Env
 
 REGIONS: dict[str, tuple[tuple[float, float], ...]] = {
@@ -137,7 +138,7 @@ class AntGoalEnv(Env):
         self.goal = jnp.asarray(goal, jnp.float32)
         self.observe_goal = observe_goal
         self._env = brax_env or brax.envs.get_environment("ant", backend=backend)
-        n = int(self._env.observation_size)
+        (n,) = brax_obs_shape(self._env)
         self.obs_shape = (n + 2 if observe_goal else n,)
         self.action_spec = ActionSpec(discrete=False, size=int(self._env.action_size))
         self.max_episode_steps = int(episode_length)
