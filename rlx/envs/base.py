@@ -103,6 +103,9 @@ class Env(abc.ABC):
     def reset(self, key: jax.Array) -> EnvState:
         key, sub = jax.random.split(key)
         inner, obs = self._traced[0](sub)
+        # a weak type (gymnax's `time = 0`) would not survive a program's output, and a step
+        # traced on both kinds would be traced twice
+        inner = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), inner)
         return EnvState(inner=inner, obs=obs, key=key, time=jnp.zeros((), jnp.int32),
                         episode_return=jnp.zeros((), jnp.float32))
 
