@@ -23,6 +23,8 @@ to the evaluation after the first update; `compile_s` from the start of the run
 `first_update_s_cold` / `first_update_s_warm`: the same, for a first process on a fresh
 JAX compilation cache and a second one on the cache the first filled (every other number is
 the cold run's; `anchor_first_update_s` is Brax's, which compiles without a cache).
+`breakdown_s`: imports, making the trainer (env construction), lowering and compiling the
+three programs, init and the first evaluation, the first update and its evaluation.
 `xla_compile_s`: seconds in XLA's compiler (JAX's backend-compile events; on a warm cache,
 loading the programs), `trace_lower_s`: tracing and lowering to MLIR, which no cache saves;
 `warm_compile_ratio` = the warm run's `xla_compile_s` over the cold run's (the bar: < 0.1).
@@ -97,9 +99,12 @@ def run_rlx(args, base) -> dict:
     from rlx.rollout import random_policy, reset, rollout
 
     ndev = args.devices or len(jax.devices())
+    imports_s = time.time() - _PROCESS_START
     # one agent, data parallel: each device runs 1/ndev of its envs (and of the steps)
+    t = time.time()
     trainer = ppo.make_train(dataclasses.replace(base, data_parallel=ndev),
                              on_update=runner.on_update)
+    make_train_s = time.time() - t
     key = jax.random.PRNGKey(args.seed)
     keys = key[None]
     compiling = compile_seconds()
@@ -130,7 +135,14 @@ def run_rlx(args, base) -> dict:
             "env_steps_per_s_after_compile": round(sps, 1),
             "updates_compile_s": round(updates_compile_s, 1),
             "compile_s": round(res.compile_s or float("nan"), 1), **compiled,
-            "first_update_s": round(first_update_s, 1), "peak_rss_mb": round(peak_rss, 1),
+            "first_update_s": round(first_update_s, 1),
+            # where the time to the first finished update goes
+            "breakdown_s": {"imports": round(imports_s, 1), "make_train": round(make_train_s, 1),
+                            "lower_and_compile": round(sum(res.compile_times.values()), 1),
+                            "init_and_first_eval": round(res.eval_times[0]
+                                                         - sum(res.compile_times.values()), 1),
+                            "first_update_and_eval": round(res.eval_times[1] - res.eval_times[0], 1)},
+            "peak_rss_mb": round(peak_rss, 1),
             "env_only_steps_per_s": round(env_only, 1),
             "eval_returns": [round(float(r), 2) for r in res.eval["eval_return"].mean(1)],
             "params_digest": runner.params_digest(res.state.params)}
@@ -172,6 +184,13 @@ def main(argv: list[str] | None = None) -> dict:
                                  only=("env", "backend", "total_steps"))
     base = common.exit_on_value_error(lambda: bench_config(overrides, args.quick))
 
+    def check_env() -> None:  # the config against its env (e.g. the head), before any run
+        from rlx.algos import ppo
+
+        ppo.head_for(base, ppo.make_env(base.env, backend=base.backend))
+
+    common.exit_on_value_error(check_env)
+
     if args.rlx_only:
         common.setup()
         out = run_rlx(args, base)
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
                       for _ in range(2))
     rlx_out = dict(cold, first_update_s_cold=cold["first_update_s"],
                    first_update_s_warm=warm["first_update_s"], compile_s_warm=warm["compile_s"],
-                   xla_compile_s_warm=warm["xla_compile_s"],
+                   xla_compile_s_warm=warm["xla_compile_s"], breakdown_s_warm=warm["breakdown_s"],
                    trace_lower_s_warm=warm["trace_lower_s"],
                    warm_compile_ratio=round(warm["xla_compile_s"] / cold["xla_compile_s"], 3)
                    if cold["xla_compile_s"] else None)
