@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     args, overrides = common.cli(__doc__.split("\n")[0], argv, Args, PPOConfig, run=(),
                                  only=("env", "backend", "total_steps"))
+    if args.rlx_only:
+        common.setup()  # before anything starts JAX's backend: one CPU device per core
     base = common.exit_on_value_error(lambda: bench_config(overrides, args.quick))
 
     def check_env() -> None:  # the config against its env (e.g. the head), before any run
@@ -192,7 +194,6 @@ def main(argv: list[str] | None = None) -> dict:
     common.exit_on_value_error(check_env)
 
     if args.rlx_only:
-        common.setup()
         out = run_rlx(args, base)
         print(json.dumps(out), flush=True)
         return out

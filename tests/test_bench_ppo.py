@@ -3,6 +3,7 @@ JSON line's keys; a config its env cannot run is one line before anything runs."
 
 import json
 
+import jax
 import pytest
 
 from experiments import bench_ppo
@@ -20,6 +21,7 @@ def test_bench_ppo_quick_prints_cold_and_warm(capsys):
     assert set(out["breakdown_s"]) == set(parts) == set(out["breakdown_s_warm"])
     assert sum(out["breakdown_s"].values()) <= out["first_update_s_cold"] + 0.5
     assert out["warm_compile_ratio"] < 0.5  # the second process loaded its programs
+    assert out["devices"] == len(jax.devices()) == 2  # conftest's two host devices, all used
 
 
 def test_bench_ppo_refuses_a_head_its_env_cannot_take(capsys):
