@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         ppo.head_for(base, ppo.make_env(base.env, backend=base.backend))
 
-    common.exit_on_value_error(check_env)
+    if not args.rlx_only:  # (the --rlx-only processes are started after this check)
+        common.exit_on_value_error(check_env)
 
     if args.rlx_only:
         out = run_rlx(args, base)
