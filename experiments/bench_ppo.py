@@ -186,18 +186,17 @@ def main(argv: list[str] | None = None) -> dict:
         common.setup()  # before anything starts JAX's backend: one CPU device per core
     base = common.exit_on_value_error(lambda: bench_config(overrides, args.quick))
 
+    if args.rlx_only:
+        out = run_rlx(args, base)
+        print(json.dumps(out), flush=True)
+        return out
+
     def check_env() -> None:  # the config against its env (e.g. the head), before any run
         from rlx.algos import ppo
 
         ppo.head_for(base, ppo.make_env(base.env, backend=base.backend))
 
-    if not args.rlx_only:  # (the --rlx-only processes are started after this check)
-        common.exit_on_value_error(check_env)
-
-    if args.rlx_only:
-        out = run_rlx(args, base)
-        print(json.dumps(out), flush=True)
-        return out
+    common.exit_on_value_error(check_env)
     # rlx in its own process (clean peak memory), twice on one fresh compilation cache (cold,
     # then warm: its programs come from the cache), then the anchor, back to back
     cmd = [sys.executable, __file__, "--rlx-only", "--env", base.env, "--backend", base.backend,
