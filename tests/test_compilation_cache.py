@@ -9,16 +9,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+TINY = dict(env="CartPole-v1", total_steps=2 * 128, num_envs=4, unroll_length=32,
+            num_minibatches=2, update_epochs=1, policy_layers=(8,), value_layers=(8,),
+            num_evals=2, eval_envs=2)  # a tiny PPO config
+
 # One tiny PPO run through the entry-point setup; prints its compile times and digest.
-SCRIPT = r"""
+SCRIPT = f"TINY = {TINY!r}\n" + r"""
 import json, jax
 from experiments import common
 common.setup()
 from rlx import runner
 from rlx.algos import ppo
-cfg = ppo.PPOConfig(env="CartPole-v1", total_steps=2 * 128, num_envs=4, unroll_length=32,
-                    num_minibatches=2, update_epochs=1, policy_layers=(8,), value_layers=(8,),
-                    num_evals=2, eval_envs=2)
+cfg = ppo.PPOConfig(**TINY)
 res = runner.run(ppo.make_train(cfg, on_update=runner.on_update),
                  jax.random.split(jax.random.PRNGKey(0), 2), None, progress=False)
 print(json.dumps({"compile_times": res.compile_times, "cache": jax.config.jax_compilation_cache_dir,
@@ -95,10 +97,7 @@ def test_the_runners_programs_share_one_trace_of_the_env_step(monkeypatch):
             return _original(self, *args)
 
         monkeypatch.setattr(GymnaxEnv, name, counted)
-    cfg = ppo.PPOConfig(env="CartPole-v1", total_steps=2 * 128, num_envs=4, unroll_length=32,
-                        num_minibatches=2, update_epochs=1, policy_layers=(8,), value_layers=(8,),
-                        num_evals=2, eval_envs=2)
-    trainer = ppo.make_train(cfg)
+    trainer = ppo.make_train(ppo.PPOConfig(**TINY))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     hparams = runner.broadcast_hparams(trainer.default_hparams, 2)
     trainer, mesh, axis = runner.place(trainer, 2)
